@@ -1,0 +1,27 @@
+"""The FastAPI application factory (``uvicorn api.main:create_app --factory``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from api.resources import Resources
+from api.routes import health
+from fleetstream.config import get_settings
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Resources.open(settings) as res:
+            app.state.resources = res
+            yield
+
+    app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
+    app.include_router(health.router)
+    return app

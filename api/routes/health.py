@@ -1,0 +1,37 @@
+"""Liveness and readiness: readiness checks each backing service for real."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> ORJSONResponse:
+    res = request.app.state.resources
+
+    async def kafka() -> bool:
+        return bool(await res.producer.client.fetch_all_metadata())
+
+    async def redis() -> bool:
+        return bool(await res.redis.ping())
+
+    async def mongo() -> bool:
+        return (await res.db.command("ping")).get("ok") == 1.0
+
+    names = ("kafka", "redis", "mongodb")
+    results = await asyncio.gather(
+        *(asyncio.wait_for(f(), 3) for f in (kafka, redis, mongo)), return_exceptions=True
+    )
+    checks = {n: (r is True) for n, r in zip(names, results, strict=True)}
+    ok = all(checks.values())
+    return ORJSONResponse({"status": "ready" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,137 @@
+"""``fleetstream``: the single entry point for the stack, the services and the tools."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fleetstream.config import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+stack_app = typer.Typer(no_args_is_help=True, help="The local service stack (no Docker needed).")
+schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas for device and app developers.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(schemas_app, name="schemas")
+console = Console()
+
+OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="Limit to these services.")]
+
+
+@stack_app.command("up")
+def stack_up(only: OnlyOpt = None) -> None:
+    """Install what is missing, start every service on 127.0.0.1 and wait until each is healthy."""
+    from fleetstream.stack import Stack
+    from fleetstream.stack.services import StackError
+
+    try:
+        for line in Stack(get_settings(), only).up():
+            console.print(line)
+    except StackError as exc:
+        console.print(f"[red]stack up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@stack_app.command("down")
+def stack_down(only: OnlyOpt = None) -> None:
+    """Stop the processes `stack up` started (and nothing else)."""
+    from fleetstream.stack import Stack
+
+    for line in Stack(get_settings(), only).down():
+        console.print(line)
+
+
+@stack_app.command("status")
+def stack_status(only: OnlyOpt = None) -> None:
+    """Each service with its port, pid and health; exit 1 if any is unhealthy."""
+    from fleetstream.stack import Stack
+
+    statuses = Stack(get_settings(), only).status()
+    table = Table("service", "port", "pid", "state", "health", "log")
+    for st in statuses:
+        health = "[green]healthy[/green]" if st.healthy else "[red]down[/red]"
+        table.add_row(st.name, str(st.port), str(st.pid or "-"), st.state, health, st.log)
+    console.print(table)
+    if not all(st.healthy for st in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def topics() -> None:
+    """Create the project's Kafka topics (explicit partitions, compaction where state needs it)."""
+    from streams.topics import ensure_topics
+
+    for line in asyncio.run(ensure_topics(get_settings())):
+        console.print(line)
+
+
+@app.command()
+def worker(
+    agents: Annotated[str | None, typer.Option(help="Comma-separated agent modules to run (default: all).")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server (/metrics).")] = None,
+    loglevel: str = "info",
+) -> None:
+    """Run a Faust worker; start several with the same app id to share partitions."""
+    import faust
+
+    from streams.app import app as faust_app
+    from streams.app import load_agents
+
+    if web_port is not None:
+        faust_app.conf.web_port = web_port
+    chosen = load_agents(agents.split(",") if agents else None)
+    console.print(f"worker {faust_app.conf.id}: agents {', '.join(chosen)}")
+    sys.argv = sys.argv[:1]
+    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="Listen port (default FLEETSTREAM_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP and WebSocket API with uvicorn."""
+    import uvicorn
+
+    s = get_settings()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=s.host,
+        port=port or s.api_port,
+        workers=workers,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        ws="websockets",
+    )
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write a JSON Schema file per message type into DIRECTORY."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def smoke(
+    drivers: int = 20, batches: int = 5, timeout: float = 60.0
+) -> None:
+    """Push simulated telemetry through Kafka and the presence agent; print what flowed."""
+    from fleetstream.smoke import run_smoke
+
+    ok = asyncio.run(run_smoke(get_settings(), drivers=drivers, batches=batches, timeout=timeout, console=console))
+    if not ok:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,85 @@
+"""Settings read from ``FLEETSTREAM_*`` environment variables.
+
+Every default points at the local stack that ``fleetstream stack up`` starts on
+127.0.0.1, so a fresh checkout runs without any configuration; deployments
+override through the environment (never through files in the repository).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETSTREAM_", extra="ignore")
+
+    # --- where the local stack keeps data, logs and downloaded runtimes
+    home: Path = Field(default=REPO_ROOT / ".fleetstream")
+
+    # --- service endpoints
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    redis_port: int = 6379
+    rabbitmq_port: int = 5672
+    rabbitmq_dist_port: int = 25672
+    epmd_port: int = 4369
+    mongo_port: int = 27017
+    nginx_port: int = 8080
+    api_port: int = 8000
+    api_replicas: int = 1
+    worker_web_port: int = 6066
+
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    rabbitmq_url: str | None = None
+    mongo_url: str | None = None
+    mongo_db: str = "fleetstream"
+
+    # --- Kafka / Faust
+    app_id: str = "fleetstream"
+    telemetry_partitions: int = 8
+    default_partitions: int = 8
+    faust_store: str = "memory://"
+    producer_linger_ms: int = 5
+    producer_compression: str | None = "lz4"
+
+    # --- driver presence
+    offline_after_s: float = 60.0
+
+    # --- validation of what devices send
+    max_batch_pings: int = 500
+    max_string_length: int = 256
+    max_future_skew_s: float = 300.0
+    max_ping_age_s: float = 7 * 24 * 3600.0
+
+    # --- security (a random per-process secret unless set; never committed)
+    jwt_secret: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    @property
+    def kafka_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def rabbitmq_dsn(self) -> str:
+        return self.rabbitmq_url or f"amqp://guest:guest@{self.host}:{self.rabbitmq_port}/"
+
+    @property
+    def mongo_dsn(self) -> str:
+        return self.mongo_url or f"mongodb://{self.host}:{self.mongo_port}/"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

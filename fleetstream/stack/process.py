@@ -1,0 +1,90 @@
+"""Pid files that remember which processes the stack started, so ``down`` stops only those."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    create_time: float
+
+    @classmethod
+    def read(cls, path: Path) -> PidRecord | None:
+        try:
+            pid, created = path.read_text().split()
+            return cls(int(pid), float(created))
+        except (OSError, ValueError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{self.pid} {self.create_time}\n")
+
+    def alive(self) -> bool:
+        """True only for the very process we started (guards against pid reuse)."""
+        try:
+            proc = psutil.Process(self.pid)
+            return abs(proc.create_time() - self.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> PidRecord:
+    """Start a server in its own session (process group) with output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return PidRecord(proc.pid, psutil.Process(proc.pid).create_time())
+
+
+def stop_group(record: PidRecord, timeout: float = 30.0) -> None:
+    """SIGTERM the whole process group (servers fork helpers), then SIGKILL what is left."""
+    if not record.alive():
+        return
+    try:
+        pgid = os.getpgid(record.pid)
+    except ProcessLookupError:
+        return
+    members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
+    with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+        os.killpg(pgid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

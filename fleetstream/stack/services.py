@@ -1,0 +1,379 @@
+"""How to install, start and probe each server of the local stack.
+
+Each service knows three things: how to get its software onto a clean Debian
+machine (apt, Maven Central, the Go module proxy), how to start it in the
+foreground on 127.0.0.1 with data and logs under ``$FLEETSTREAM_HOME``, and how
+to tell that it really answers (a protocol-level probe, not an open port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetstream.config import REPO_ROOT, Settings
+
+DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
+
+
+class StackError(RuntimeError):
+    """A service could not be installed or started; the message names it and its log."""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def run(args: list[str], what: str, log: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Run an install step to completion, keeping its output in ``log`` for the error message."""
+    import os
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(args)}\n".encode())
+        out.flush()
+        proc = subprocess.run(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}, check=False
+        )
+    if proc.returncode != 0:
+        raise StackError(f"{what} failed (exit {proc.returncode}); see {log}")
+
+
+@dataclass
+class Service:
+    """One server process of the stack."""
+
+    name: str
+    port: int
+    settings: Settings
+    start_timeout: float = 60.0
+
+    # --- paths
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data" / self.name
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / f"{self.name}.pid"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    # --- lifecycle hooks
+    def missing_apt_packages(self) -> list[str]:
+        return []
+
+    def install(self) -> None:
+        """Fetch or build what apt does not provide (apt is batched by the manager)."""
+
+    def prepare(self) -> None:
+        """Write config files and one-time initialisation before each start."""
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+
+def _which_missing(binaries: dict[str, str]) -> list[str]:
+    return [pkg for binary, pkg in binaries.items() if shutil.which(binary) is None]
+
+
+class Redis(Service):
+    def missing_apt_packages(self) -> list[str]:
+        return _which_missing({"redis-server": "redis-server"})
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            "redis-server",
+            "--bind", self.settings.host,
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "no",
+        ], {}  # fmt: skip
+
+    def healthy(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(host=self.settings.host, port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+
+class Epmd(Service):
+    """Erlang port mapper, started by us in the foreground so that ``down`` can stop it."""
+
+    def missing_apt_packages(self) -> list[str]:
+        return _which_missing({"epmd": "erlang-base"})
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return ["epmd", "-address", self.settings.host, "-port", str(self.port)], {}
+
+    def healthy(self) -> bool:
+        return port_open(self.settings.host, self.port)
+
+
+class RabbitMQ(Service):
+    def missing_apt_packages(self) -> list[str]:
+        return [] if Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() else ["rabbitmq-server"]
+
+    def prepare(self) -> None:
+        base = self.data_dir
+        (base / "home").mkdir(parents=True, exist_ok=True)
+        (base / "mnesia").mkdir(parents=True, exist_ok=True)
+        (base / "log").mkdir(parents=True, exist_ok=True)
+        (base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {self.settings.host}:{self.port}\n"
+            "disk_free_limit.absolute = 50MB\n"
+            "log.console = true\nlog.console.level = warning\nlog.file = false\n"
+        )
+        (base / "enabled_plugins").write_text("[].\n")
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        base = self.data_dir
+        env = {
+            "HOME": str(base / "home"),  # the Erlang cookie lives here, not in root's home
+            "RABBITMQ_NODENAME": "fleetstream@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": self.settings.host,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.settings.rabbitmq_dist_port),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
+            "ERL_EPMD_ADDRESS": self.settings.host,
+            "ERL_EPMD_PORT": str(self.settings.epmd_port),
+        }
+        return ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env
+
+    def healthy(self) -> bool:
+        import aio_pika
+
+        if not port_open(self.settings.host, self.port):
+            return False
+
+        async def probe() -> bool:
+            conn = await aio_pika.connect(self.settings.rabbitmq_dsn, timeout=2)
+            await conn.close()
+            return True
+
+        try:
+            return asyncio.run(probe())
+        except Exception:
+            return False
+
+
+class Nginx(Service):
+    def missing_apt_packages(self) -> list[str]:
+        return _which_missing({"nginx": "nginx"})
+
+    def prepare(self) -> None:
+        from fleetstream.stack.nginx import render_conf
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "nginx.conf").write_text(render_conf(self.settings, self.data_dir, self.log_file.parent))
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        conf = self.data_dir / "nginx.conf"
+        return ["nginx", "-p", str(self.data_dir), "-c", str(conf), "-g", "daemon off;"], {}
+
+    def healthy(self) -> bool:
+        import httpx
+
+        try:
+            r = httpx.get(f"http://{self.settings.host}:{self.port}/nginx-health", timeout=1)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+class FerretDB(Service):
+    """MongoDB wire protocol on SQLite, built from our embedding main under deploy/local/ferretdb."""
+
+    @property
+    def binary(self) -> Path:
+        return self.cache_dir / "bin" / "fleetstream-ferretdb"
+
+    def install(self) -> None:
+        if self.binary.exists():
+            return
+        if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
+            raise StackError("ferretdb: the Go toolchain (>= 1.24) is needed to build FerretDB; install Go")
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        self.binary.parent.mkdir(parents=True, exist_ok=True)
+        run(
+            [go, "build", "-trimpath", "-o", str(self.binary), "."],
+            "ferretdb: go build",
+            self.home / "logs" / "install-ferretdb.log",
+            cwd=DEPLOY_LOCAL / "ferretdb",
+            env={"CGO_ENABLED": "0"},
+        )
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            str(self.binary),
+            "--listen-addr", f"{self.settings.host}:{self.port}",
+            "--sqlite-dir", str(self.data_dir.resolve()),
+        ], {}  # fmt: skip
+
+    def healthy(self) -> bool:
+        import pymongo
+
+        try:
+            client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+                self.settings.mongo_dsn, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000
+            )
+            try:
+                return client.admin.command("ping").get("ok") == 1.0
+            finally:
+                client.close()
+        except pymongo.errors.PyMongoError:
+            return False
+
+
+class Kafka(Service):
+    """Apache Kafka 4.x in KRaft combined mode (broker + controller), jars from Maven Central."""
+
+    @property
+    def libs(self) -> Path:
+        return self.cache_dir / "kafka-libs"
+
+    def missing_apt_packages(self) -> list[str]:
+        return _which_missing({"java": "openjdk-17-jre-headless", "mvn": "maven"})
+
+    def install(self) -> None:
+        marker = self.libs / ".complete"
+        pom = DEPLOY_LOCAL / "kafka" / "pom.xml"
+        if marker.exists() and marker.read_text() == pom.read_text():
+            return
+        shutil.rmtree(self.libs, ignore_errors=True)
+        run(
+            ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={self.libs}"],
+            "kafka: mvn dependency:copy-dependencies",
+            self.home / "logs" / "install-kafka.log",
+        )
+        marker.write_text(pom.read_text())
+
+    def _java(self) -> list[str]:
+        return [
+            "java",
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.log_file.parent}",
+            "-cp",
+            f"{self.libs}/*",
+        ]
+
+    def prepare(self) -> None:
+        s = self.settings
+        logs = self.data_dir / "kraft-logs"
+        conf = self.data_dir / "server.properties"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={s.host}:{s.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://{s.host}:{self.port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{s.host}:{self.port},"
+                    f"CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={logs}",
+                    f"num.partitions={s.default_partitions}",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=8",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.hours=168",
+                    "",
+                ]
+            )
+        )
+        if not (logs / "meta.properties").exists():
+            cluster_id = str(uuid.uuid4().hex[:22])
+            run(
+                [*self._java(), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(conf)],
+                "kafka: storage format",
+                self.log_file,
+            )
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return [*self._java(), "kafka.Kafka", str(self.data_dir / "server.properties")], {}
+
+    def healthy(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        if not port_open(self.settings.host, self.port):
+            return False
+
+        async def probe() -> bool:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_servers, request_timeout_ms=3000)
+            try:
+                await asyncio.wait_for(admin.start(), 5)
+                await asyncio.wait_for(admin.list_topics(), 5)
+                return True
+            finally:
+                await admin.close()
+
+        try:
+            return asyncio.run(probe())
+        except Exception:
+            return False
+
+
+def quiet_client_logs() -> None:
+    """Probes fail on purpose while servers boot; the clients should not print each failure."""
+    for name in ("aiokafka", "aio_pika", "aiormq", "pymongo"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def all_services(settings: Settings) -> list[Service]:
+    """In start order: epmd before RabbitMQ; the rest are independent."""
+    s = settings
+    return [
+        Kafka("kafka", s.kafka_port, s, start_timeout=90),
+        Redis("redis", s.redis_port, s),
+        Epmd("epmd", s.epmd_port, s, start_timeout=10),
+        RabbitMQ("rabbitmq", s.rabbitmq_port, s, start_timeout=90),
+        FerretDB("ferretdb", s.mongo_port, s),
+        Nginx("nginx", s.nginx_port, s, start_timeout=15),
+    ]

@@ -1,0 +1,105 @@
+"""Booking commands (what callers ask for) and events (what the state machine decided).
+
+Commands travel on ``bookings.commands`` keyed by booking id; the booking agent
+owns the state machine and emits one :class:`BookingEvent` per accepted transition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.base import Envelope, GeoPoint, Ident, Model, ShortText, UtcDatetime
+
+
+class BookingStatus(StrEnum):
+    requested = "requested"
+    offered = "offered"
+    assigned = "assigned"
+    driver_arrived = "driver_arrived"
+    picked_up = "picked_up"
+    delivered = "delivered"
+    cancelled = "cancelled"
+    expired = "expired"
+
+
+class ParcelSize(StrEnum):
+    small = "small"
+    medium = "medium"
+    large = "large"
+
+
+BookingCommandType = Literal[
+    "booking.request",
+    "booking.cancel",
+    "booking.accept",
+    "booking.decline",
+    "booking.mark_arrived",
+    "booking.mark_picked_up",
+    "booking.mark_delivered",
+]
+
+BookingEventType = Literal[
+    "booking.requested",
+    "booking.offered",
+    "booking.accepted",
+    "booking.declined",
+    "booking.assigned",
+    "booking.driver_arrived",
+    "booking.picked_up",
+    "booking.delivered",
+    "booking.cancelled",
+    "booking.expired",
+]
+
+
+class TimeWindow(Model):
+    start: UtcDatetime
+    end: UtcDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.end <= self.start:
+            raise ValueError("time window end must be after its start")
+        return self
+
+
+class BookingCommand(Envelope):
+    """A request to change a booking; ``actor_*`` is who asked (checked by the API)."""
+
+    type: BookingCommandType
+    booking_id: uuid.UUID
+    actor_id: Ident
+    actor_role: Literal["customer", "driver", "dispatcher", "admin", "system"]
+    pickup: GeoPoint | None = None
+    dropoff: GeoPoint | None = None
+    parcel_size: ParcelSize | None = None
+    notes: ShortText | None = None
+    window: TimeWindow | None = None
+    reason: ShortText | None = None
+    proof: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _request_has_route(self) -> BookingCommand:
+        if self.type == "booking.request" and (self.pickup is None or self.dropoff is None):
+            raise ValueError("booking.request needs pickup and dropoff")
+        return self
+
+
+class BookingEvent(Envelope):
+    """One accepted transition; ``status`` is the booking's state after it."""
+
+    type: BookingEventType
+    booking_id: uuid.UUID
+    status: BookingStatus
+    customer_id: Ident
+    driver_id: Ident | None = None
+    pickup: GeoPoint | None = None
+    dropoff: GeoPoint | None = None
+    offer_deadline: UtcDatetime | None = None
+    reason: ShortText | None = None
+    proof: ShortText | None = None
+    version: int = Field(default=0, ge=0)

@@ -1,0 +1,104 @@
+"""The Faust application every agent module attaches to.
+
+Settings decide the broker, the app id (the consumer group: run more workers with
+the same id to scale out by partitions) and the table store. Agents are plain
+modules listed in :data:`AGENT_MODULES`; ``fleetstream worker --agents`` can run a
+subset, so the driver and booking services can be deployed as separate processes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import faust
+from faust.types import Message
+
+from fleetstream.config import Settings, get_settings
+from schemas import DeadLetter, encode
+from streams import codec
+from streams.topics import TOPICS, partitions_for
+
+log = logging.getLogger(__name__)
+
+codec.register()
+
+#: Agent modules in dependency order; each defines its agents on import.
+AGENT_MODULES: dict[str, str] = {
+    "presence": "streams.presence",
+}
+
+_DLQ_FOR = {"telemetry.raw": "telemetry.dlq", "telemetry.clean": "telemetry.dlq"}
+
+
+class DeadLetteringTopic(faust.Topic):
+    """A source topic whose undecodable records go to a dead-letter topic, with the reason.
+
+    Faust acks such a record and carries on; without this hook it would only be logged.
+    """
+
+    async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
+        source = message.topic
+        dlq = _DLQ_FOR.get(source, "telemetry.dlq")
+        raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+        record = DeadLetter(
+            source_topic=source,
+            reason="undecodable",
+            detail=str(exc)[:4000],
+            key=(message.key or b"").decode(errors="replace")[:255],
+            payload=raw.decode(errors="replace")[:1_000_000],
+        )
+        log.warning("dead-lettering undecodable record %s[%s]@%s: %s", source, message.partition, message.offset, exc)
+        await self.app.producer.send(dlq, key=message.key, value=encode(record), partition=None,
+                                     timestamp=None, headers=None)
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_servers}",
+        store=settings.faust_store,
+        autodiscover=False,
+        topic_partitions=settings.telemetry_partitions,
+        topic_replication_factor=1,
+        value_serializer=codec.CODEC_NAME,
+        key_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=settings.producer_linger_ms,
+        producer_compression_type=settings.producer_compression,
+        web_host=settings.host,
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        stream_wait_empty=False,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    return app
+
+
+app = create_app(get_settings())
+
+
+def topic(name: str, **kwargs: Any) -> faust.TopicT:
+    """A project topic (declared by ``fleetstream topics``), decoded with the schemas codec."""
+    spec = next(t for t in TOPICS if t.name == name)
+    return DeadLetteringTopic(
+        app,
+        topics=[name],
+        partitions=partitions_for(spec, get_settings()),
+        value_serializer=codec.CODEC_NAME,
+        key_serializer="raw",
+        **kwargs,
+    )
+
+
+def load_agents(names: list[str] | None = None) -> list[str]:
+    chosen = names or list(AGENT_MODULES)
+    unknown = [n for n in chosen if n not in AGENT_MODULES]
+    if unknown:
+        raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENT_MODULES)}")
+    for n in chosen:
+        importlib.import_module(AGENT_MODULES[n])
+    return chosen

@@ -1,0 +1,85 @@
+"""Every Kafka topic the project owns, with explicit partitions and retention.
+
+Broker-side auto-creation is off, so this table is the only place a topic comes
+from (``fleetstream topics``). Keys decide scale: telemetry is keyed by driver
+id and bookings by booking id, and every keyed topic shares one partition count
+so that Faust tables stay co-partitioned with the streams that update them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+
+from fleetstream.config import Settings
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    doc: str
+    compacted: bool = False
+    retention_ms: int = WEEK_MS
+    config: dict[str, str] = field(default_factory=dict)
+
+    def kafka_config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete", **self.config}
+        if not self.compacted:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("telemetry.raw", "driver_id", "device batches as accepted by the API"),
+    TopicSpec("telemetry.clean", "driver_id", "pings that passed the clean filters"),
+    TopicSpec("telemetry.dlq", "driver_id", "rejected pings and undecodable records, with the reason", retention_ms=4 * WEEK_MS),
+    TopicSpec("drivers.status", "driver_id", "online/offline/busy transitions"),
+    TopicSpec("drivers.state", "driver_id", "latest state per driver (compacted)", compacted=True),
+    TopicSpec("geofence.events", "driver_id", "enter/exit/dwell per driver and zone"),
+    TopicSpec("bookings.commands", "booking_id", "what callers asked for"),
+    TopicSpec("bookings.events", "booking_id", "accepted booking transitions"),
+    TopicSpec("bookings.state", "booking_id", "latest state per booking (compacted)", compacted=True),
+    TopicSpec("eta.updates", "booking_id", "ETA changes per active booking"),
+)
+
+TOPIC_NAMES = {t.name for t in TOPICS}
+
+
+def partitions_for(spec: TopicSpec, settings: Settings) -> int:
+    return settings.telemetry_partitions if spec.key == "driver_id" else settings.default_partitions
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics, grow under-partitioned ones; never shrink or drop anything."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=15000)
+    await admin.start()
+    report: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in TOPICS if t.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(t.name, partitions_for(t, settings), 1, topic_configs=t.kafka_config())
+                    for t in missing
+                ]
+            )
+            report += [f"created {t.name} ({partitions_for(t, settings)} partitions)" for t in missing]
+        present = [t for t in TOPICS if t.name in existing]
+        if present:
+            described = await admin.describe_topics([t.name for t in present])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            for t in present:
+                want, have = partitions_for(t, settings), counts.get(t.name, 0)
+                if have < want:
+                    await admin.create_partitions({t.name: NewPartitions(want)})
+                    report.append(f"grew {t.name} from {have} to {want} partitions")
+                else:
+                    report.append(f"ok {t.name} ({have} partitions)")
+    finally:
+        await admin.close()
+    return report
