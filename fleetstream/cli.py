@@ -102,7 +102,7 @@ def api(
     uvicorn.run(
         "api.main:create_app",
         factory=True,
-        host=s.host,
+        host=s.bind_host,
         port=port or s.api_port,
         workers=workers,
         log_level="warning",
@@ -122,14 +122,24 @@ def schemas_export(directory: Path) -> None:
 
 
 @app.command()
-def smoke(
-    drivers: int = 20, batches: int = 5, timeout: float = 60.0
-) -> None:
+def smoke(drivers: int = 20, batches: int = 5, timeout: float = 60.0) -> None:
     """Push simulated telemetry through Kafka and the presence agent; print what flowed."""
     from fleetstream.smoke import run_smoke
 
     ok = asyncio.run(run_smoke(get_settings(), drivers=drivers, batches=batches, timeout=timeout, console=console))
     if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
+    drivers: int = 50,
+) -> None:
+    """Start the stack, a worker and the API, push simulated telemetry and report what flowed."""
+    from fleetstream.demo import run_demo
+
+    if not run_demo(get_settings(), duration, drivers, console):
         raise typer.Exit(1)
 
 

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     # --- service endpoints
     host: str = "127.0.0.1"
+    #: Address the API and worker web servers bind to (0.0.0.0 inside containers).
+    bind_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     redis_port: int = 6379

@@ -27,8 +27,18 @@ def simulated_batches(drivers: list[str], batches: int, per_batch: int = 10) -> 
             for _ in range(per_batch):
                 lat += rnd.uniform(-1e-4, 1e-4)
                 lon += rnd.uniform(-1e-4, 1e-4)
-                pings.append(GpsPing(driver_id=d, seq=seq, ts=start + timedelta(seconds=seq), lat=lat, lon=lon,
-                                     accuracy_m=5.0, speed_mps=8.0, heading_deg=90.0))
+                pings.append(
+                    GpsPing(
+                        driver_id=d,
+                        seq=seq,
+                        ts=start + timedelta(seconds=seq),
+                        lat=lat,
+                        lon=lon,
+                        accuracy_m=5.0,
+                        speed_mps=8.0,
+                        heading_deg=90.0,
+                    )
+                )
                 seq += 1
             out.append(TelemetryBatch(driver_id=d, pings=pings))
     return out
@@ -61,7 +71,9 @@ async def run_smoke(settings: Settings, drivers: int, batches: int, timeout: flo
                     if isinstance(ev, DriverStatusEvent) and ev.driver_id in ids:
                         online.add(ev.driver_id)
         took = time.monotonic() - t0
-        console.print(f"presence agent reported {len(online)}/{drivers} drivers online on drivers.status in {took:.1f}s")
+        console.print(
+            f"presence agent reported {len(online)}/{drivers} drivers online on drivers.status in {took:.1f}s"
+        )
         return len(online) == drivers
     finally:
         await producer.stop()

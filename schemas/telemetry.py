@@ -70,4 +70,3 @@ class TelemetryBatch(Envelope):
             if p.driver_id != self.driver_id:
                 raise ValueError(f"pings[{i}].driver_id {p.driver_id!r} differs from batch driver_id")
         return self
-

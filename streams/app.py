@@ -50,8 +50,9 @@ class DeadLetteringTopic(faust.Topic):
             payload=raw.decode(errors="replace")[:1_000_000],
         )
         log.warning("dead-lettering undecodable record %s[%s]@%s: %s", source, message.partition, message.offset, exc)
-        await self.app.producer.send(dlq, key=message.key, value=encode(record), partition=None,
-                                     timestamp=None, headers=None)
+        await self.app.producer.send(
+            dlq, key=message.key, value=encode(record), partition=None, timestamp=None, headers=None
+        )
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -68,7 +69,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,
         producer_compression_type=settings.producer_compression,
-        web_host=settings.host,
+        web_host=settings.bind_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
         stream_wait_empty=False,

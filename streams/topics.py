@@ -36,7 +36,12 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("telemetry.raw", "driver_id", "device batches as accepted by the API"),
     TopicSpec("telemetry.clean", "driver_id", "pings that passed the clean filters"),
-    TopicSpec("telemetry.dlq", "driver_id", "rejected pings and undecodable records, with the reason", retention_ms=4 * WEEK_MS),
+    TopicSpec(
+        "telemetry.dlq",
+        "driver_id",
+        "rejected pings and undecodable records, with the reason",
+        retention_ms=4 * WEEK_MS,
+    ),
     TopicSpec("drivers.status", "driver_id", "online/offline/busy transitions"),
     TopicSpec("drivers.state", "driver_id", "latest state per driver (compacted)", compacted=True),
     TopicSpec("geofence.events", "driver_id", "enter/exit/dwell per driver and zone"),
@@ -63,10 +68,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         missing = [t for t in TOPICS if t.name not in existing]
         if missing:
             await admin.create_topics(
-                [
-                    NewTopic(t.name, partitions_for(t, settings), 1, topic_configs=t.kafka_config())
-                    for t in missing
-                ]
+                [NewTopic(t.name, partitions_for(t, settings), 1, topic_configs=t.kafka_config()) for t in missing]
             )
             report += [f"created {t.name} ({partitions_for(t, settings)} partitions)" for t in missing]
         present = [t for t in TOPICS if t.name in existing]

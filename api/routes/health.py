@@ -29,9 +29,7 @@ async def readyz(request: Request) -> ORJSONResponse:
         return (await res.db.command("ping")).get("ok") == 1.0
 
     names = ("kafka", "redis", "mongodb")
-    results = await asyncio.gather(
-        *(asyncio.wait_for(f(), 3) for f in (kafka, redis, mongo)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(asyncio.wait_for(f(), 3) for f in (kafka, redis, mongo)), return_exceptions=True)
     checks = {n: (r is True) for n, r in zip(names, results, strict=True)}
     ok = all(checks.values())
     return ORJSONResponse({"status": "ready" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)

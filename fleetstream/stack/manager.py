@@ -57,7 +57,9 @@ class Stack:
         apt_log = self.settings.home / "logs" / "install-apt.log"
         if missing:
             if os.geteuid() != 0:
-                raise StackError(f"missing Debian packages {missing}: run as root or `apt-get install {' '.join(missing)}`")
+                raise StackError(
+                    f"missing Debian packages {missing}: run as root or `apt-get install {' '.join(missing)}`"
+                )
             log.append(f"apt-get install {' '.join(missing)}")
             env = {"DEBIAN_FRONTEND": "noninteractive"}
             run(["apt-get", "update", "-q"], "apt-get update", apt_log, env=env)
@@ -115,7 +117,8 @@ class Stack:
                 if rec is not None and not rec.alive():
                     return f"{svc.name} exited during start-up; log {svc.log_file}:\n{_tail(svc.log_file)}"
                 time.sleep(0.3)
-            return f"{svc.name} did not become healthy in {svc.start_timeout * timeout_scale:.0f}s; log {svc.log_file}:\n{_tail(svc.log_file)}"
+            waited = svc.start_timeout * timeout_scale
+            return f"{svc.name} did not become healthy in {waited:.0f}s; log {svc.log_file}:\n{_tail(svc.log_file)}"
 
         if not services:
             return

@@ -1,0 +1,1 @@
+"""Sinks: batched, bounded, retrying writers from streams to MongoDB and RabbitMQ."""

@@ -1,0 +1,144 @@
+"""Each backing service answers for real: Kafka, Redis geo, RabbitMQ, MongoDB wire (FerretDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+import redis.asyncio as aioredis
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo.errors import DuplicateKeyError
+
+from fleetstream.config import Settings
+from fleetstream.kafka import make_consumer
+from schemas import GpsPing, TelemetryBatch, decode, encode
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+async def test_kafka_round_trip_on_project_topic(stack: Settings, producer, uid: str) -> None:  # type: ignore[no-untyped-def]
+    batch = TelemetryBatch(
+        driver_id=f"rt-{uid}",
+        pings=[GpsPing(driver_id=f"rt-{uid}", seq=1, ts=datetime.now(UTC), lat=52.5, lon=13.4)],
+    )
+    meta = await producer.send_and_wait("telemetry.raw", encode(batch), key=batch.driver_id.encode())
+    consumer = make_consumer(stack)
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        tp = TopicPartition("telemetry.raw", meta.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, meta.offset)
+        msg = await asyncio.wait_for(consumer.getone(), 20)
+    finally:
+        await consumer.stop()
+    assert msg.key == batch.driver_id.encode()
+    assert decode(msg.value) == batch
+
+
+async def test_same_key_lands_on_same_partition(producer, uid: str) -> None:  # type: ignore[no-untyped-def]
+    key = f"drv-{uid}".encode()
+    parts = {(await producer.send_and_wait("telemetry.raw", b"{}", key=key)).partition for _ in range(5)}
+    assert len(parts) == 1
+
+
+async def test_redis_geo_index(stack: Settings, uid: str) -> None:
+    r = aioredis.from_url(stack.redis_dsn)
+    key = f"test:geo:{uid}"
+    try:
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.geoadd(key, (13.4050, 52.5200, "near"))
+            pipe.geoadd(key, (13.4100, 52.5210, "close"))
+            pipe.geoadd(key, (2.3522, 48.8566, "paris"))
+            await pipe.execute()
+        found = await r.geosearch(key, longitude=13.405, latitude=52.52, radius=2, unit="km", sort="ASC", withdist=True)
+        names = [m[0].decode() for m in found]
+        assert names == ["near", "close"]
+        assert found[1][1] > 0.3  # km between the two Berlin points
+    finally:
+        await r.delete(key)
+        await r.aclose()
+
+
+async def test_rabbitmq_topic_exchange_routes_by_key(stack: Settings, uid: str) -> None:
+    conn = await aio_pika.connect_robust(stack.rabbitmq_dsn)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        ex = await ch.declare_exchange(f"test.{uid}", aio_pika.ExchangeType.TOPIC, auto_delete=True)
+        q = await ch.declare_queue(exclusive=True)
+        await q.bind(ex, routing_key="booking.*.eta")
+        for rk in ("booking.b1.eta", "booking.b1.location", "driver.d1.eta"):
+            await ex.publish(aio_pika.Message(rk.encode()), routing_key=rk)
+        got = []
+        async with q.iterator(timeout=5) as it:
+            async for m in it:
+                async with m.process():
+                    got.append(m.body.decode())
+                if got:
+                    break
+        await asyncio.sleep(0.3)
+        assert got == ["booking.b1.eta"]
+        assert (await q.declare()).message_count == 0  # the other two were not routed here
+    finally:
+        await conn.close()
+
+
+async def test_mongo_wire_insert_find_upsert_unique(stack: Settings, uid: str) -> None:
+    client: AsyncIOMotorClient = AsyncIOMotorClient(stack.mongo_dsn, tz_aware=True)
+    coll = client[f"test_{uid}"]["pings"]
+    try:
+        await coll.create_index([("driver_id", 1), ("seq", 1)], unique=True, name="driver_seq")
+        docs = [{"driver_id": "d1", "seq": i, "lat": 1.0 + i} for i in range(5)]
+        await coll.insert_many(docs, ordered=False)
+        with pytest.raises(DuplicateKeyError):
+            await coll.insert_one({"driver_id": "d1", "seq": 3, "lat": 9.9})
+        res = await coll.update_one({"_id": "driver:d1"}, {"$set": {"lat": 7.0}}, upsert=True)
+        assert res.upserted_id == "driver:d1"
+        await coll.update_one({"_id": "driver:d1"}, {"$set": {"lat": 8.0}}, upsert=True)
+        found = [d async for d in coll.find({"driver_id": "d1"}).sort("seq", -1).limit(2)]
+        assert [d["seq"] for d in found] == [4, 3]
+        assert found[1]["lat"] == 4.0  # the duplicate did not overwrite
+        assert (await coll.find_one({"_id": "driver:d1"}))["lat"] == 8.0
+        assert await coll.count_documents({}) == 6
+    finally:
+        await client.drop_database(f"test_{uid}")
+        client.close()
+
+
+async def test_kafka_topics_have_declared_layout(stack: Settings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from streams.topics import TOPICS
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_servers)
+    await admin.start()
+    try:
+        described = {d["topic"]: d for d in await admin.describe_topics([t.name for t in TOPICS])}
+        assert len(described["telemetry.raw"]["partitions"]) >= 8
+        cfgs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "drivers.state")])
+        entries = {e[0]: e[1] for e in cfgs[0].resources[0][4]}
+        assert entries["cleanup.policy"] == "compact"
+    finally:
+        await admin.close()
+
+
+def test_unknown_topic_is_not_auto_created(stack: Settings) -> None:
+    from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+
+    from fleetstream.kafka import make_producer
+
+    async def send() -> None:
+        p = make_producer(stack, request_timeout_ms=3000)
+        await p.start()
+        try:
+            await p.send_and_wait(f"no-such-topic-{uuid.uuid4().hex}", b"x")
+        finally:
+            await p.stop()
+
+    with pytest.raises((KafkaTimeoutError, UnknownTopicOrPartitionError)):
+        asyncio.run(send())
