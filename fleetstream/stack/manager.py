@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import psutil
 
 from fleetstream.config import Settings
 from fleetstream.stack.process import PidRecord, spawn, stop_group
@@ -31,6 +33,20 @@ def _tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
             return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+_DAEMONS = {"epmd", "beam.smp", "redis-server", "nginx", "rabbitmq-server"}
+
+
+def _stop_daemons_started_by_install(since: float) -> None:
+    """Debian's maintainer scripts may start the servers they install (RabbitMQ's starts epmd);
+    we run our own instances on our own data, so stop exactly those processes."""
+    mine = os.getpid()
+    for p in psutil.process_iter(["name", "create_time", "ppid"]):
+        if p.info["name"] in _DAEMONS and p.info["create_time"] >= since - 1 and p.pid != mine:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+                p.wait(10)
 
 
 class Stack:
@@ -61,6 +77,7 @@ class Stack:
                     f"missing Debian packages {missing}: run as root or `apt-get install {' '.join(missing)}`"
                 )
             log.append(f"apt-get install {' '.join(missing)}")
+            t_install = time.time()
             env = {"DEBIAN_FRONTEND": "noninteractive"}
             run(["apt-get", "update", "-q"], "apt-get update", apt_log, env=env)
             run(
@@ -69,9 +86,7 @@ class Stack:
                 apt_log,
                 env=env,
             )
-            # Debian may start freshly installed servers itself; we run our own instances.
-            for unit in ("redis-server", "rabbitmq-server", "nginx"):
-                subprocess.run(["service", unit, "stop"], capture_output=True, check=False)
+            _stop_daemons_started_by_install(since=t_install)
         with ThreadPoolExecutor(len(self.services)) as pool:
             list(pool.map(lambda s: s.install(), self.services))
 
@@ -111,11 +126,11 @@ class Stack:
         def wait_one(svc: Service) -> str | None:
             deadline = time.monotonic() + svc.start_timeout * timeout_scale
             while time.monotonic() < deadline:
-                if svc.healthy():
-                    return None
                 rec = PidRecord.read(svc.pid_file)
                 if rec is not None and not rec.alive():
                     return f"{svc.name} exited during start-up; log {svc.log_file}:\n{_tail(svc.log_file)}"
+                if svc.healthy():
+                    return None
                 time.sleep(0.3)
             waited = svc.start_timeout * timeout_scale
             return f"{svc.name} did not become healthy in {waited:.0f}s; log {svc.log_file}:\n{_tail(svc.log_file)}"
