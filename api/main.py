@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
 from api.resources import Resources
-from api.routes import health
+from api.routes import devices, drivers, health, metrics, telemetry, zones
 from fleetstream.config import get_settings
 
 
@@ -23,5 +23,6 @@ def create_app() -> FastAPI:
             yield
 
     app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
-    app.include_router(health.router)
+    for module in (health, metrics, devices, telemetry, drivers, zones):
+        app.include_router(module.router)
     return app

@@ -1,37 +1,93 @@
-"""Connections an API process holds for its lifetime (one pool each, opened at start-up)."""
+"""Connections an API process holds for its lifetime (one pool each, opened at start-up).
+
+The API starts even when Kafka is down: the producer connects in the background and
+ingest answers 503 with ``Retry-After`` until it is up, instead of the process dying.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
+from api.auth import Authenticator
 from fleetstream.config import Settings
 from fleetstream.kafka import make_producer
+from sinks.mongo import ensure_indexes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KafkaGate:
+    """The shared producer, plus whether it is connected right now."""
+
+    settings: Settings
+    producer: AIOKafkaProducer | None = None
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.producer is not None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            producer = make_producer(self.settings, request_timeout_ms=int(self.settings.ingest_timeout_s * 1000))
+            try:
+                await producer.start()
+                self.producer = producer
+                return
+            except Exception as exc:
+                log.warning("kafka producer not connected yet (%s); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        if self._task and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.producer is not None:
+            await self.producer.stop()
 
 
 @dataclass
 class Resources:
     settings: Settings
-    producer: AIOKafkaProducer
+    kafka: KafkaGate
     redis: aioredis.Redis
     mongo: AsyncIOMotorClient
     db: AsyncIOMotorDatabase
+    auth: Authenticator
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Resources]:
-        producer = make_producer(settings)
-        await producer.start()
-        redis = aioredis.from_url(settings.redis_dsn, decode_responses=False, max_connections=256)
+        kafka = KafkaGate(settings)
+        kafka.start()
+        redis = aioredis.from_url(settings.redis_dsn, decode_responses=True, max_connections=512)
         mongo: AsyncIOMotorClient = AsyncIOMotorClient(settings.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=5000)
+        db = mongo[settings.mongo_db]
         try:
-            yield cls(settings, producer, redis, mongo, mongo[settings.mongo_db])
+            await ensure_indexes(db)
+        except Exception as exc:  # the API still serves what does not need MongoDB
+            log.warning("could not ensure MongoDB indexes at start-up: %s", exc)
+        try:
+            yield cls(settings, kafka, redis, mongo, db, Authenticator(settings, db))
         finally:
-            await producer.stop()
+            await kafka.stop()
             await redis.aclose()
             mongo.close()

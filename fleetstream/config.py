@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     # --- driver presence
     offline_after_s: float = 60.0
+    offline_check_s: float = 2.0
+    default_dwell_s: float = 300.0
+    location_publish_interval_s: float = 1.0
 
     # --- validation of what devices send
     max_batch_pings: int = 500
@@ -61,7 +64,15 @@ class Settings(BaseSettings):
     max_future_skew_s: float = 300.0
     max_ping_age_s: float = 7 * 24 * 3600.0
 
-    # --- security (a random per-process secret unless set; never committed)
+    # --- ingest
+    ingest_timeout_s: float = 5.0
+    device_token_cache_s: float = 5.0
+
+    # --- cleaning rules
+    max_accuracy_m: float = 100.0
+    max_speed_mps: float = 70.0
+
+    # --- security (random secrets under FLEETSTREAM_HOME/secrets unless set; never committed)
     jwt_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
 

@@ -17,6 +17,7 @@ from schemas.bookings import (
 from schemas.codec import MESSAGE_ADAPTER, Message, decode, encode
 from schemas.events import DeadLetter, DriverStatus, DriverStatusEvent, EtaUpdate, GeofenceEvent, Notification
 from schemas.telemetry import GpsPing, TelemetryBatch
+from schemas.zones import Circle, ZoneIn
 
 __all__ = [
     "MESSAGE_ADAPTER",
@@ -26,6 +27,7 @@ __all__ = [
     "BookingEvent",
     "BookingEventType",
     "BookingStatus",
+    "Circle",
     "DeadLetter",
     "DriverStatus",
     "DriverStatusEvent",
@@ -38,6 +40,7 @@ __all__ = [
     "Notification",
     "ParcelSize",
     "TelemetryBatch",
+    "ZoneIn",
     "decode",
     "deterministic_event_id",
     "encode",

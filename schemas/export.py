@@ -11,6 +11,7 @@ from schemas.bookings import BookingCommand, BookingEvent
 from schemas.codec import MESSAGE_ADAPTER
 from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent, Notification
 from schemas.telemetry import GpsPing, TelemetryBatch
+from schemas.zones import ZoneIn
 
 EXPORTED: tuple[type[BaseModel], ...] = (
     GpsPing,
@@ -22,6 +23,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     EtaUpdate,
     Notification,
     DeadLetter,
+    ZoneIn,
 )
 
 

@@ -26,7 +26,11 @@ codec.register()
 
 #: Agent modules in dependency order; each defines its agents on import.
 AGENT_MODULES: dict[str, str] = {
-    "presence": "streams.presence",
+    "clean": "streams.clean",
+    "driver_state": "streams.driver_state",
+    "geofence": "streams.geofence",
+    "store": "streams.store",
+    "publish": "streams.publish",
 }
 
 _DLQ_FOR = {"telemetry.raw": "telemetry.dlq", "telemetry.clean": "telemetry.dlq"}
@@ -95,11 +99,23 @@ def topic(name: str, **kwargs: Any) -> faust.TopicT:
     )
 
 
+def table(name: str, **kwargs: Any) -> faust.Table:
+    """A changelog-backed table keyed by raw driver/booking id bytes, JSON values.
+
+    ``key_type=bytes`` is what makes Faust read changelog keys back as raw bytes during
+    recovery (a ``schema=`` alone only affects writes).
+    """
+    return app.Table(
+        name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs
+    )
+
+
 def load_agents(names: list[str] | None = None) -> list[str]:
     chosen = names or list(AGENT_MODULES)
     unknown = [n for n in chosen if n not in AGENT_MODULES]
     if unknown:
         raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENT_MODULES)}")
+    importlib.import_module("streams.metrics")
     for n in chosen:
         importlib.import_module(AGENT_MODULES[n])
     return chosen

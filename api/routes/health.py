@@ -20,7 +20,7 @@ async def readyz(request: Request) -> ORJSONResponse:
     res = request.app.state.resources
 
     async def kafka() -> bool:
-        return bool(await res.producer.client.fetch_all_metadata())
+        return res.kafka.ready and bool(await res.kafka.producer.client.fetch_all_metadata())
 
     async def redis() -> bool:
         return bool(await res.redis.ping())

@@ -1,0 +1,114 @@
+"""Telemetry ingest shared by the HTTP route and the device WebSocket.
+
+Validation is per ping: the whole list is validated in one pass (fast path); only if
+that fails are the valid pings separated from the invalid ones, each invalid one with
+its reasons. Accepted pings of a request travel as one Kafka record keyed by driver id,
+so one driver's pings stay on one partition, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter
+from pydantic import TypeAdapter, ValidationError
+
+from api.resources import KafkaGate
+from api.security import Principal
+from fleetstream.config import Settings
+from schemas import GpsPing, TelemetryBatch, encode
+
+PINGS_ACCEPTED = Counter("fleetstream_ingest_pings_accepted_total", "Pings accepted by the API")
+PINGS_REJECTED = Counter("fleetstream_ingest_pings_rejected_total", "Pings rejected by the API", ["reason"])
+_PING = TypeAdapter(GpsPing)
+_PINGS = TypeAdapter(list[GpsPing])
+
+
+class IngestError(Exception):
+    def __init__(self, status: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+
+def _reasons(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "ping", "error": e["msg"]} for e in exc.errors()]
+
+
+def parse_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise IngestError(422, f"body is not valid JSON: {exc}") from exc
+
+
+def extract_pings(body: Any, settings: Settings) -> list[Any]:
+    pings = body.get("pings") if isinstance(body, dict) else None
+    if not isinstance(pings, list) or not pings:
+        raise IngestError(422, "body must be an object with a non-empty list 'pings'")
+    if len(pings) > settings.max_batch_pings:
+        raise IngestError(413, f"batch has {len(pings)} pings, limit is {settings.max_batch_pings}")
+    return pings
+
+
+def validate(items: list[Any], principal: Principal) -> tuple[list[GpsPing], list[dict[str, Any]]]:
+    """Valid pings, and for each invalid one its index and reasons. Raises 403 for another driver's ping."""
+    driver = principal.driver_id
+    for item in items:
+        if isinstance(item, dict):
+            item.setdefault("driver_id", driver)
+            if item["driver_id"] != driver:
+                raise IngestError(403, f"this device may only post pings for driver {driver!r}")
+    ctx = {"now": datetime.now(UTC)}
+    try:
+        return _PINGS.validate_python(items, context=ctx), []
+    except ValidationError:
+        pass
+    good: list[GpsPing] = []
+    bad: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        try:
+            good.append(_PING.validate_python(item, context=ctx))
+        except ValidationError as exc:
+            bad.append({"index": i, "reasons": _reasons(exc)})
+    return good, bad
+
+
+async def ingest(items: list[Any], principal: Principal, kafka: KafkaGate, settings: Settings) -> IngestResult:
+    if principal.role != "driver" or principal.driver_id is None:
+        raise IngestError(403, "only a driver device may post telemetry")
+    good, bad = validate(items, principal)
+    if bad:
+        PINGS_REJECTED.labels("validation").inc(len(bad))
+    if good:
+        await publish(kafka, settings, TelemetryBatch(driver_id=principal.driver_id, received_at=datetime.now(UTC),
+                                                      pings=good))
+        PINGS_ACCEPTED.inc(len(good))
+    return IngestResult(len(good), bad)
+
+
+async def publish(kafka: KafkaGate, settings: Settings, batch: TelemetryBatch) -> None:
+    """Returns only once the broker acknowledged (acks=all); otherwise 503, never a silent 202."""
+    retry = {"Retry-After": "5"}
+    if not kafka.ready or kafka.producer is None:
+        raise IngestError(503, "telemetry pipeline unavailable (Kafka not connected)", retry)
+    try:
+        fut = await asyncio.wait_for(
+            kafka.producer.send("telemetry.raw", encode(batch), key=batch.driver_id.encode()), settings.ingest_timeout_s
+        )
+        await asyncio.wait_for(fut, settings.ingest_timeout_s)
+    except (KafkaError, TimeoutError) as exc:
+        raise IngestError(503, f"telemetry pipeline unavailable: {type(exc).__name__}", retry) from exc

@@ -1,0 +1,46 @@
+"""Driver device tokens: issued by an admin, shown once, stored hashed, revocable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from api.deps import AdminDep, ResourcesDep
+from api.security import hash_secret, new_device_token, token_pepper
+from schemas.base import Ident
+
+router = APIRouter(tags=["devices"])
+DriverId = Annotated[Ident, Path()]
+
+
+@router.post("/v1/drivers/{driver_id}/devices", status_code=201)
+async def issue_device_token(driver_id: DriverId, res: ResourcesDep, _: AdminDep) -> dict[str, str]:
+    token_id, secret, token = new_device_token()
+    await res.db.devices.insert_one(
+        {
+            "_id": token_id,
+            "driver_id": driver_id,
+            "token_hash": hash_secret(secret, token_pepper(res.settings)),
+            "created_at": datetime.now(UTC),
+            "revoked": False,
+        }
+    )
+    return {"token_id": token_id, "driver_id": driver_id, "token": token}
+
+
+@router.get("/v1/drivers/{driver_id}/devices")
+async def list_devices(driver_id: DriverId, res: ResourcesDep, _: AdminDep) -> list[dict[str, object]]:
+    cursor = res.db.devices.find({"driver_id": driver_id}, {"token_hash": 0})
+    return [{**d, "token_id": d.pop("_id")} async for d in cursor]
+
+
+@router.delete("/v1/devices/{token_id}", status_code=204)
+async def revoke_device_token(token_id: str, res: ResourcesDep, _: AdminDep) -> None:
+    result = await res.db.devices.update_one(
+        {"_id": token_id}, {"$set": {"revoked": True, "revoked_at": datetime.now(UTC)}}
+    )
+    if result.matched_count == 0:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device token {token_id!r}")
+    res.auth.forget()  # this replica forgets at once; others within device_token_cache_s

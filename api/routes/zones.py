@@ -1,0 +1,64 @@
+"""Geofence zones CRUD; every change bumps ``zones:version`` so workers reload within a second."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, status
+
+from api.deps import PrincipalDep, ResourcesDep, require
+from api.resources import Resources
+from api.security import Principal
+from schemas import ZoneIn
+
+router = APIRouter(prefix="/v1/zones", tags=["zones"])
+Editor = Annotated[Principal, Depends(require("dispatcher", "admin"))]
+
+
+def _out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"zone_id": doc.pop("_id"), **doc}
+
+
+async def _bump(res: Resources) -> None:
+    await res.redis.incr("zones:version")
+
+
+@router.post("", status_code=201)
+async def create_zone(zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
+    doc = {"_id": uuid.uuid4().hex[:16], **zone.model_dump(mode="json"), "updated_at": datetime.now(UTC)}
+    await res.db.zones.insert_one(doc)
+    await _bump(res)
+    return _out(doc)
+
+
+@router.get("")
+async def list_zones(res: ResourcesDep, _: PrincipalDep) -> list[dict[str, Any]]:
+    return [_out(d) async for d in res.db.zones.find({}).sort("name", 1)]
+
+
+@router.get("/{zone_id}")
+async def get_zone(zone_id: str, res: ResourcesDep, _: PrincipalDep) -> dict[str, Any]:
+    doc = await res.db.zones.find_one({"_id": zone_id})
+    if doc is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
+    return _out(doc)
+
+
+@router.put("/{zone_id}")
+async def replace_zone(zone_id: str, zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
+    doc = {**zone.model_dump(mode="json"), "updated_at": datetime.now(UTC)}
+    result = await res.db.zones.replace_one({"_id": zone_id}, doc)
+    if result.matched_count == 0:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
+    await _bump(res)
+    return _out({"_id": zone_id, **doc})
+
+
+@router.delete("/{zone_id}", status_code=204)
+async def delete_zone(zone_id: str, res: ResourcesDep, _: Editor) -> None:
+    result = await res.db.zones.delete_one({"_id": zone_id})
+    if result.deleted_count == 0:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
+    await _bump(res)

@@ -1,0 +1,31 @@
+"""Geofence zones as the API accepts them: a polygon or a circle, with a name and tags."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from schemas.base import GeoPoint, Ident, Model, ShortText
+
+
+class Circle(Model):
+    center: GeoPoint
+    radius_m: float = Field(gt=0, le=100_000)
+
+
+class ZoneIn(Model):
+    name: ShortText = Field(min_length=1)
+    tags: list[Ident] = Field(default_factory=list, max_length=32)
+    polygon: list[GeoPoint] | None = Field(default=None, min_length=3, max_length=5000)
+    circle: Circle | None = None
+    dwell_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ZoneIn:
+        if (self.polygon is None) == (self.circle is None):
+            raise ValueError("give exactly one of polygon or circle")
+        if self.polygon is not None:
+            from shapely.geometry import Polygon
+
+            if not Polygon([(p.lon, p.lat) for p in self.polygon]).is_valid:
+                raise ValueError("polygon is not valid (self-intersecting or degenerate)")
+        return self

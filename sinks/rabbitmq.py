@@ -1,0 +1,63 @@
+"""RabbitMQ sink: a topic exchange the notification layer binds its queues to.
+
+Publishes a batch concurrently on a channel with publisher confirms and returns when
+the broker confirmed all of them, so the stream commits offsets only for what RabbitMQ
+has. A replay republishes; every message carries its ``event_id`` as ``message_id``
+so consumers drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.exceptions import AMQPError
+
+from sinks.base import BatchSink
+
+EXCHANGE = "fleetstream.events"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    routing_key: str
+    body: bytes
+    message_id: str
+    type: str
+
+
+class RabbitSink(BatchSink[Outgoing]):
+    name = "rabbitmq"
+    max_chunk = 500
+    retry_on = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+
+    def __init__(self, connection: aio_pika.abc.AbstractRobustConnection) -> None:
+        self.connection = connection
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+
+    async def exchange(self) -> aio_pika.abc.AbstractExchange:
+        if self._exchange is None or self._exchange.channel.is_closed:
+            channel = await self.connection.channel(publisher_confirms=True)
+            self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        return self._exchange
+
+    async def write_chunk(self, items: Sequence[Outgoing]) -> None:
+        ex = await self.exchange()
+        try:
+            await asyncio.gather(
+                *(
+                    ex.publish(
+                        aio_pika.Message(
+                            m.body, message_id=m.message_id, type=m.type, content_type="application/json"
+                        ),
+                        routing_key=m.routing_key,
+                        mandatory=False,  # no bound queue yet is normal, not an error
+                    )
+                    for m in items
+                )
+            )
+        except Exception:
+            self._exchange = None  # reopen the channel on the retry
+            raise

@@ -1,0 +1,90 @@
+"""Geofences: enter, exit and dwell events per driver and zone (``geofence.events``).
+
+Zones are created through the API and stored in MongoDB; the API bumps the Redis key
+``zones:version`` on every change, each worker polls that key every second and reloads
+only when it moved. The per-driver set of zones it is inside lives in a changelog-backed
+table, so a restart neither re-emits enters nor forgets exits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fleetstream.config import get_settings
+from schemas import GeofenceEvent, TelemetryBatch, deterministic_event_id
+from streams import resources
+from streams.app import app, table, topic
+from streams.geo import Zone, ZoneIndex
+from streams.metrics import PINGS, RECORDS
+from streams.rules import fence_changes
+
+log = logging.getLogger(__name__)
+clean_topic = topic("telemetry.clean")
+geofence_topic = topic("geofence.events")
+ZONES_VERSION_KEY = "zones:version"
+
+inside_table = table(
+    "geofence-inside",
+)
+
+
+class Zones:
+    """The worker's zone index and the version it was loaded at."""
+
+    index = ZoneIndex()
+    version: str | None = "unloaded"
+
+    @classmethod
+    async def refresh(cls) -> None:
+        version = await resources.redis().get(ZONES_VERSION_KEY)
+        if version == cls.version:
+            return
+        docs = [d async for d in resources.db().zones.find({})]
+        cls.index = ZoneIndex(Zone.from_doc(d) for d in docs)
+        cls.version = version
+        log.info("loaded %d zones (version %s)", len(docs), version)
+
+
+@app.timer(interval=1.0)
+async def refresh_zones() -> None:
+    try:
+        await Zones.refresh()
+    except Exception as exc:  # keep the last good index; try again next tick
+        log.warning("zone refresh failed: %s", exc)
+
+
+@app.agent(clean_topic)
+async def detect_fences(batches):  # type: ignore[no-untyped-def]
+    default_dwell = get_settings().default_dwell_s
+    if Zones.version == "unloaded":
+        await Zones.refresh()
+    async for batch in batches:
+        RECORDS.labels("geofence").inc()
+        if not isinstance(batch, TelemetryBatch):
+            continue
+        PINGS.labels("geofence").inc(len(batch.pings))
+        key = batch.driver_id.encode()
+        before = inside_table.get(key) or {}
+        if not before and not Zones.index.zones:
+            continue
+        inside = {k: dict(v) for k, v in before.items()}
+        index = Zones.index
+        changes = [c for p in batch.pings for c in fence_changes(inside, p, index, default_dwell)]
+        for c in changes:
+            zone = index.zones.get(c.zone_id)
+            await geofence_topic.send(
+                key=key,
+                value=GeofenceEvent(
+                    event_id=deterministic_event_id("fence", batch.driver_id, c.zone_id, c.kind, c.ping.seq),
+                    type=f"geofence.{c.kind}",
+                    driver_id=batch.driver_id,
+                    zone_id=c.zone_id,
+                    zone_name=zone.name if zone else c.zone_id,
+                    lat=c.ping.lat,
+                    lon=c.ping.lon,
+                    at=c.ping.ts,
+                    dwell_s=c.dwell_s,
+                ),
+            )
+        if inside != before:
+            inside_table[key] = inside

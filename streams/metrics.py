@@ -1,0 +1,28 @@
+"""Worker metrics, served at ``/metrics`` on the worker's web port (Prometheus text format)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+
+from streams.app import app
+
+RECORDS = Counter("fleetstream_agent_records_total", "Kafka records processed per agent", ["agent"])
+PINGS = Counter("fleetstream_agent_pings_total", "Pings processed per agent", ["agent"])
+DROPPED = Counter("fleetstream_pings_dropped_total", "Pings dropped by the clean agent", ["reason"])
+LAG = Gauge("fleetstream_consumer_lag", "Records behind the partition end", ["topic", "partition"])
+DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
+
+
+@app.page("/metrics")
+async def metrics(web, request):  # type: ignore[no-untyped-def]
+    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+@app.timer(interval=2.0)
+async def measure_lag() -> None:
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        committed = consumer._committed_offset.get(tp)  # the only place Faust keeps it
+        if high is not None and committed is not None:
+            LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - committed))

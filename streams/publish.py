@@ -1,0 +1,96 @@
+"""Fans stream results out to RabbitMQ for the notification layer.
+
+Routing keys: ``driver.{id}.location`` (throttled per driver), ``driver.{id}.status``,
+``driver.{id}.geofence`` and ``zone.{zone_id}.{enter|exit|dwell}``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from fleetstream.config import get_settings
+from schemas import DriverStatusEvent, GeofenceEvent, TelemetryBatch, deterministic_event_id, encode
+from sinks.rabbitmq import Outgoing, RabbitSink
+from streams import resources
+from streams.app import app, topic
+from streams.metrics import RECORDS
+
+clean_topic = topic("telemetry.clean")
+geofence_topic = topic("geofence.events")
+status_topic = topic("drivers.status")
+
+
+class Throttle:
+    """At most one location update per driver per interval (newest wins within a batch)."""
+
+    def __init__(self, interval_s: float, max_keys: int = 1_000_000) -> None:
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self.last: dict[str, float] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        if now - self.last.get(key, -1e18) < self.interval_s:
+            return False
+        if len(self.last) >= self.max_keys:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+def location_message(batch: TelemetryBatch) -> Outgoing:
+    p = batch.pings[-1]
+    body = {
+        "type": "driver.location",
+        "event_id": str(deterministic_event_id("location", p.driver_id, p.seq)),
+        "driver_id": p.driver_id,
+        "seq": p.seq,
+        "ts": p.ts.isoformat(),
+        "lat": p.lat,
+        "lon": p.lon,
+        "speed_mps": p.speed_mps,
+        "heading_deg": p.heading_deg,
+    }
+    return Outgoing(f"driver.{p.driver_id}.location", orjson.dumps(body), body["event_id"], "driver.location")
+
+
+@app.agent(clean_topic)
+async def publish_locations(stream):  # type: ignore[no-untyped-def]
+    sink = RabbitSink(await resources.rabbit())
+    throttle = Throttle(get_settings().location_publish_interval_s)
+    async for batches in stream.take(1000, within=0.1):
+        RECORDS.labels("publish_locations").inc(len(batches))
+        now = time.monotonic()
+        newest: dict[str, TelemetryBatch] = {}
+        for b in batches:
+            if isinstance(b, TelemetryBatch):
+                newest[b.driver_id] = b
+        await sink.write([location_message(b) for d, b in newest.items() if throttle.allow(d, now)])
+
+
+@app.agent(geofence_topic)
+async def publish_geofence(stream):  # type: ignore[no-untyped-def]
+    sink = RabbitSink(await resources.rabbit())
+    async for events in stream.take(500, within=0.1):
+        out = []
+        for e in events:
+            if isinstance(e, GeofenceEvent):
+                kind = e.type.removeprefix("geofence.")
+                body, mid = encode(e), str(e.event_id)
+                out.append(Outgoing(f"zone.{e.zone_id}.{kind}", body, mid, e.type))
+                out.append(Outgoing(f"driver.{e.driver_id}.geofence", body, mid, e.type))
+        await sink.write(out)
+
+
+@app.agent(status_topic)
+async def publish_status(stream):  # type: ignore[no-untyped-def]
+    sink = RabbitSink(await resources.rabbit())
+    async for events in stream.take(500, within=0.1):
+        await sink.write(
+            [
+                Outgoing(f"driver.{e.driver_id}.status", encode(e), str(e.event_id), e.type)
+                for e in events
+                if isinstance(e, DriverStatusEvent)
+            ]
+        )

@@ -1,0 +1,35 @@
+"""Clients a worker opens once, lazily, inside its running event loop."""
+
+from __future__ import annotations
+
+import aio_pika
+import redis.asyncio as aioredis
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from fleetstream.config import get_settings
+
+_redis: aioredis.Redis | None = None
+_mongo: AsyncIOMotorClient | None = None
+_rabbit: aio_pika.abc.AbstractRobustConnection | None = None
+
+
+def redis() -> aioredis.Redis:
+    global _redis
+    if _redis is None:
+        _redis = aioredis.from_url(get_settings().redis_dsn, decode_responses=True, max_connections=64)
+    return _redis
+
+
+def db() -> AsyncIOMotorDatabase:
+    global _mongo
+    if _mongo is None:
+        s = get_settings()
+        _mongo = AsyncIOMotorClient(s.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    return _mongo[get_settings().mongo_db]
+
+
+async def rabbit() -> aio_pika.abc.AbstractRobustConnection:
+    global _rabbit
+    if _rabbit is None or _rabbit.is_closed:
+        _rabbit = await aio_pika.connect_robust(get_settings().rabbitmq_dsn)
+    return _rabbit
