@@ -94,8 +94,9 @@ async def ingest(items: list[Any], principal: Principal, kafka: KafkaGate, setti
     if bad:
         PINGS_REJECTED.labels("validation").inc(len(bad))
     if good:
-        await publish(kafka, settings, TelemetryBatch(driver_id=principal.driver_id, received_at=datetime.now(UTC),
-                                                      pings=good))
+        await publish(
+            kafka, settings, TelemetryBatch(driver_id=principal.driver_id, received_at=datetime.now(UTC), pings=good)
+        )
         PINGS_ACCEPTED.inc(len(good))
     return IngestResult(len(good), bad)
 

@@ -72,7 +72,10 @@ def topics() -> None:
 
 @app.command()
 def worker(
-    agents: Annotated[str | None, typer.Option(help="Comma-separated agent modules to run (default: all).")] = None,
+    agents: Annotated[
+        str | None,
+        typer.Option(envvar="FLEETSTREAM_AGENTS", help="Comma-separated agent modules to run (default: all)."),
+    ] = None,
     web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server (/metrics).")] = None,
     loglevel: str = "info",
 ) -> None:

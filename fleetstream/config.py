@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     telemetry_partitions: int = 8
     default_partitions: int = 8
     faust_store: str = "memory://"
+    #: Where a *new* consumer group starts; "earliest" loses nothing, tests use "latest".
+    consumer_offset_reset: str = "earliest"
     producer_linger_ms: int = 5
     producer_compression: str | None = "lz4"
 

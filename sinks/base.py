@@ -37,7 +37,10 @@ class BatchSink(Generic[T]):
 
     name = "sink"
     max_chunk = 1000
-    max_attempts = 8
+    #: None retries a retryable error forever: the agent pauses (back-pressure) instead of
+    #: crashing, because a crashed Faust agent does not get its un-acked batch back until
+    #: the worker restarts.
+    max_attempts: int | None = None
     base_delay_s = 0.05
     max_delay_s = 2.0
     retry_on: tuple[type[BaseException], ...] = (ConnectionError, OSError, asyncio.TimeoutError)
@@ -58,12 +61,14 @@ class BatchSink(Generic[T]):
 
     async def _with_retries(self, chunk: Sequence[T]) -> None:
         delay = self.base_delay_s
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self.write_chunk(chunk)
                 return
             except self.retry_on as exc:
-                if attempt == self.max_attempts:
+                if self.max_attempts is not None and attempt >= self.max_attempts:
                     raise SinkError(f"{self.name}: giving up after {attempt} attempts: {exc}") from exc
                 SINK_RETRIES.labels(self.name).inc()
                 log.warning("%s: write failed (%s); retry %d in %.2fs", self.name, exc, attempt, delay)

@@ -53,7 +53,13 @@ class InsertOnceSink(BatchSink[dict[str, Any]]):
 
 
 class DriverStateSink(BatchSink[dict[str, Any]]):
-    """Latest state per driver, newest sequence wins (replays cannot move a driver back)."""
+    """Latest state per driver, newest sequence wins (replays cannot move a driver back).
+
+    Two idempotent steps instead of one guarded upsert: a guarded upsert that loses the
+    race answers with a duplicate-key error, which FerretDB v1 reports in a form pymongo
+    cannot parse (``KeyError: 'nModified'``). Inserting unknown drivers first (duplicates
+    ignored) and then updating only documents with an older ``seq`` works on both servers.
+    """
 
     name = "mongo.drivers"
     retry_on = (AutoReconnect, NetworkTimeout, ConnectionError, OSError)
@@ -67,12 +73,12 @@ class DriverStateSink(BatchSink[dict[str, Any]]):
             cur = latest.get(doc["_id"])
             if cur is None or doc["seq"] >= cur["seq"]:
                 latest[doc["_id"]] = doc
-        ops = [
-            UpdateOne({"_id": d["_id"], "seq": {"$lt": d["seq"]}}, {"$set": d}, upsert=True) for d in latest.values()
-        ]
         try:
-            await self.coll.bulk_write(ops, ordered=False)
+            await self.coll.insert_many(list(latest.values()), ordered=False)
         except BulkWriteError as exc:
-            # The guard did not match because a newer state exists: the upsert then collides on _id.
             if not _only_duplicates(exc):
                 raise
+        await self.coll.bulk_write(
+            [UpdateOne({"_id": d["_id"], "seq": {"$lt": d["seq"]}}, {"$set": d}) for d in latest.values()],
+            ordered=False,
+        )

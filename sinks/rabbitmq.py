@@ -49,9 +49,7 @@ class RabbitSink(BatchSink[Outgoing]):
             await asyncio.gather(
                 *(
                     ex.publish(
-                        aio_pika.Message(
-                            m.body, message_id=m.message_id, type=m.type, content_type="application/json"
-                        ),
+                        aio_pika.Message(m.body, message_id=m.message_id, type=m.type, content_type="application/json"),
                         routing_key=m.routing_key,
                         mandatory=False,  # no bound queue yet is normal, not an error
                     )

@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=1,
         value_serializer=codec.CODEC_NAME,
         key_serializer="raw",
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=settings.consumer_offset_reset,
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,
         producer_compression_type=settings.producer_compression,
@@ -105,9 +105,7 @@ def table(name: str, **kwargs: Any) -> faust.Table:
     ``key_type=bytes`` is what makes Faust read changelog keys back as raw bytes during
     recovery (a ``schema=`` alone only affects writes).
     """
-    return app.Table(
-        name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs
-    )
+    return app.Table(name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs)
 
 
 def load_agents(names: list[str] | None = None) -> list[str]:

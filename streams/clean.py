@@ -3,7 +3,9 @@
 Reads device batches from ``telemetry.raw`` and writes the accepted pings of each as
 one batch to ``telemetry.clean``; every rejected ping goes to ``telemetry.dlq`` with
 its reason. The last accepted fix per driver lives in a changelog-backed table, so a
-restarted worker filters exactly as before. Output ids derive from the input's id, so
+restarted worker filters exactly as before; with it, what each recent source record
+produced (``streams.replay``), so a record replayed after a crash is re-emitted rather
+than mistaken for a duplicate of itself. Output ids derive from the input's id, so
 a replay re-emits identical records that downstream consumers dedupe.
 """
 
@@ -13,6 +15,7 @@ from fleetstream.config import get_settings
 from schemas import DeadLetter, TelemetryBatch, deterministic_event_id
 from streams.app import app, table, topic
 from streams.metrics import DROPPED, PINGS, RECORDS
+from streams.replay import produced_before, remember
 from streams.rules import CleanLimits, clean_pings
 
 raw = topic("telemetry.raw")
@@ -25,15 +28,24 @@ last_accepted = table(
 
 
 @app.agent(raw)
-async def clean(batches):  # type: ignore[no-untyped-def]
+async def clean(stream):  # type: ignore[no-untyped-def]
     s = get_settings()
     limits = CleanLimits(max_accuracy_m=s.max_accuracy_m, max_speed_mps=s.max_speed_mps)
-    async for batch in batches:
+    async for event in stream.events():
         RECORDS.labels("clean").inc()
+        batch = event.value
         if not isinstance(batch, TelemetryBatch):
             continue
         key = batch.driver_id.encode()
-        good, bad, state = clean_pings(last_accepted.get(key), batch.pings, limits)
+        msg = event.message
+        state = last_accepted.get(key) or {}
+        replayed = produced_before(state, msg.partition, msg.offset)
+        if replayed is not None:
+            seqs = set(replayed)
+            good, bad = [p for p in batch.pings if p.seq in seqs], []
+        else:
+            good, bad, last = clean_pings(state.get("last"), batch.pings, limits)
+            state = remember({**state, "last": last}, msg.partition, msg.offset, [p.seq for p in good])
         PINGS.labels("clean").inc(len(batch.pings))
         for ping, reason, detail in bad:
             DROPPED.labels(reason).inc()
@@ -57,4 +69,5 @@ async def clean(batches):  # type: ignore[no-untyped-def]
                 pings=good,
             )
             await clean_topic.send(key=key, value=out)
+        if replayed is None:
             last_accepted[key] = state

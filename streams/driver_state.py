@@ -94,7 +94,6 @@ async def track_drivers(stream):  # type: ignore[no-untyped-def]
                 "lat": last.lat, "lon": last.lon, "speed_mps": last.speed_mps, "heading_deg": last.heading_deg,
                 "ts": last.ts.isoformat(), "seq": last.seq,
             }  # fmt: skip
-            state_table[key] = state
             await update(
                 keys=[f"driver:{batch.driver_id}", GEO_KEY, SEEN_KEY],
                 args=[batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
@@ -105,6 +104,8 @@ async def track_drivers(stream):  # type: ignore[no-untyped-def]
         if not touched:
             continue
         results = await pipe.execute()
+        for batch, state in touched:  # only after Redis has it: a crash before this replays into Redis
+            state_table[batch.driver_id.encode()] = state
         for (batch, state), came_online in zip(touched, results, strict=True):
             if came_online:
                 await status_topic.send(

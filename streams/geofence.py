@@ -16,6 +16,7 @@ from streams import resources
 from streams.app import app, table, topic
 from streams.geo import Zone, ZoneIndex
 from streams.metrics import PINGS, RECORDS
+from streams.replay import produced_before, remember
 from streams.rules import fence_changes
 
 log = logging.getLogger(__name__)
@@ -54,37 +55,48 @@ async def refresh_zones() -> None:
 
 
 @app.agent(clean_topic)
-async def detect_fences(batches):  # type: ignore[no-untyped-def]
+async def detect_fences(stream):  # type: ignore[no-untyped-def]
     default_dwell = get_settings().default_dwell_s
     if Zones.version == "unloaded":
         await Zones.refresh()
-    async for batch in batches:
+    async for event in stream.events():
         RECORDS.labels("geofence").inc()
+        batch = event.value
         if not isinstance(batch, TelemetryBatch):
             continue
         PINGS.labels("geofence").inc(len(batch.pings))
         key = batch.driver_id.encode()
+        msg = event.message
         before = inside_table.get(key) or {}
-        if not before and not Zones.index.zones:
-            continue
-        inside = {k: dict(v) for k, v in before.items()}
         index = Zones.index
-        changes = [c for p in batch.pings for c in fence_changes(inside, p, index, default_dwell)]
-        for c in changes:
-            zone = index.zones.get(c.zone_id)
+        replayed = produced_before(before, msg.partition, msg.offset)
+        if replayed is not None:
+            changes = [(kind, zid, seq, dwell) for kind, zid, seq, dwell in replayed]
+        else:
+            if not before.get("inside") and not index.zones:
+                continue
+            inside = {k: dict(v) for k, v in before.get("inside", {}).items()}
+            found = [c for p in batch.pings for c in fence_changes(inside, p, index, default_dwell)]
+            changes = [(c.kind, c.zone_id, c.ping.seq, c.dwell_s) for c in found]
+        by_seq = {p.seq: p for p in batch.pings}
+        for kind, zone_id, seq, dwell in changes:
+            ping = by_seq[seq]
+            zone = index.zones.get(zone_id)
             await geofence_topic.send(
                 key=key,
                 value=GeofenceEvent(
-                    event_id=deterministic_event_id("fence", batch.driver_id, c.zone_id, c.kind, c.ping.seq),
-                    type=f"geofence.{c.kind}",
+                    event_id=deterministic_event_id("fence", batch.driver_id, zone_id, kind, seq),
+                    type=f"geofence.{kind}",
                     driver_id=batch.driver_id,
-                    zone_id=c.zone_id,
-                    zone_name=zone.name if zone else c.zone_id,
-                    lat=c.ping.lat,
-                    lon=c.ping.lon,
-                    at=c.ping.ts,
-                    dwell_s=c.dwell_s,
+                    zone_id=zone_id,
+                    zone_name=zone.name if zone else zone_id,
+                    lat=ping.lat,
+                    lon=ping.lon,
+                    at=ping.ts,
+                    dwell_s=dwell,
                 ),
             )
-        if inside != before:
-            inside_table[key] = inside
+        if replayed is None and (changes or inside != before.get("inside", {})):
+            inside_table[key] = remember(
+                {**before, "inside": inside}, msg.partition, msg.offset, [list(c) for c in changes]
+            )

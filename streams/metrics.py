@@ -15,7 +15,15 @@ DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the o
 
 @app.page("/metrics")
 async def metrics(web, request):  # type: ignore[no-untyped-def]
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    # aiohttp wants the charset apart from the media type.
+    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+@app.page("/ready")
+async def ready(web, request):  # type: ignore[no-untyped-def]
+    """200 once this worker holds partitions and has finished recovering its tables (k8s readiness)."""
+    ok = bool(app.consumer.assignment()) and not app.rebalancing and app.tables.recovery.completed.is_set()
+    return web.json({"ready": ok, "partitions": len(app.consumer.assignment())}, status=200 if ok else 503)
 
 
 @app.timer(interval=2.0)

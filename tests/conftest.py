@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,7 @@ class TopicTail:
         from schemas import decode
 
         found: list[object] = []
+        seen: set[object] = set()
         deadline = asyncio.get_running_loop().time() + timeout
         while len(found) < count and asyncio.get_running_loop().time() < deadline:
             batch = await self.consumer.getmany(timeout_ms=300)
@@ -150,6 +152,117 @@ class TopicTail:
                         value = decode(m.value)
                     except ValueError:
                         continue
-                    if match(value):
+                    # Consumers dedupe by event id (several workers may emit the same derived event).
+                    eid = getattr(value, "event_id", None)
+                    if match(value) and eid not in seen:
+                        seen.add(eid)
                         found.append(value)
         return found
+
+
+class Pipeline:
+    """A worker and an API of the project, as real processes on the local stack."""
+
+    def __init__(self, settings: Settings, tmp: Path, app_id: str, **env: str) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.api_port = free_port()
+        self.web_port = free_port()
+        self.env = {
+            "FLEETSTREAM_APP_ID": app_id,
+            "FLEETSTREAM_WORKER_WEB_PORT": str(self.web_port),
+            **env,
+        }
+        self.worker: Proc | None = None
+        self.api: Proc | None = None
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.admin = ""
+
+    def start_worker(self) -> Proc:
+        if not list(self.tmp.glob("worker*.log")):
+            # In a thread: callers may be async tests with a running loop.
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, start_group_at_end(self.settings, self.env["FLEETSTREAM_APP_ID"])).result()
+        n = len(list(self.tmp.glob("worker*.log")))
+        self.worker = Proc([sys.executable, "-m", "fleetstream.cli", "worker"], self.env, self.tmp / f"worker{n}.log")
+        ok = wait_for(lambda: _status(f"http://127.0.0.1:{self.web_port}/ready") == 200, 120, 0.5)
+        assert ok, self.worker.output()[-4000:]
+        return self.worker
+
+    def start_api(self) -> Proc:
+        self.api = Proc(
+            [sys.executable, "-m", "fleetstream.cli", "api", "--port", str(self.api_port)],
+            self.env,
+            self.tmp / "api.log",
+        )
+        assert wait_for(lambda: _status(f"{self.url}/readyz") == 200, 60, 0.3), self.api.output()[-4000:]
+        from api.security import admin_token
+
+        self.admin = admin_token(self.settings)
+        return self.api
+
+    def stop(self) -> None:
+        for p in (self.worker, self.api):
+            if p is not None:
+                p.stop()
+
+    def headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def device_token(self, driver: str) -> str:
+        import httpx
+
+        r = httpx.post(f"{self.url}/v1/drivers/{driver}/devices", headers=self.headers(self.admin), timeout=10)
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+
+async def start_group_at_end(settings: Settings, group: str) -> None:
+    """Commit the end offsets of every project topic for a new consumer group.
+
+    A test worker then sees only what its test produces instead of replaying the history
+    of every earlier run (and "latest" is not reliable for a group Faust has never seen).
+    """
+    from aiokafka import TopicPartition
+
+    from fleetstream.kafka import make_consumer
+    from streams.topics import TOPICS, partitions_for
+
+    consumer = make_consumer(settings, group_id=group)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t.name, p) for t in TOPICS for p in range(partitions_for(t, settings))]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.commit({tp: off for tp, off in ends.items()})
+    finally:
+        await consumer.stop()
+
+
+def _status(url: str) -> int:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """Worker + API for a test module: fresh consumer group, short offline timeout, no token cache."""
+    p = Pipeline(
+        stack,
+        tmp_path_factory.mktemp("pipeline"),
+        f"test-{uuid.uuid4().hex[:8]}",
+        FLEETSTREAM_OFFLINE_AFTER_S="4",
+        FLEETSTREAM_OFFLINE_CHECK_S="0.5",
+        FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
+        FLEETSTREAM_LOCATION_PUBLISH_INTERVAL_S="0",
+    )
+    try:
+        p.start_worker()
+        p.start_api()
+        yield p
+    finally:
+        p.stop()

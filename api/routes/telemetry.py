@@ -64,4 +64,3 @@ async def telemetry_stream(ws: WebSocket) -> None:
                 return
     except WebSocketDisconnect:
         return
-

@@ -1,0 +1,30 @@
+"""Remembering what a record produced, so a replay after a crash re-emits it.
+
+A Faust table write (changelog) and the agent's output records are separate Kafka
+writes. After a SIGKILL the changelog may hold the new state while the output was
+never delivered; the source record is then replayed (its offset was not committed)
+against state that already includes it. A filter would see its own earlier decision
+("duplicate") and drop the pings for good. So each keyed state keeps, for its last
+few source offsets, what they produced; a replayed offset re-emits exactly that, and
+downstream dedupes by event id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEEP = 64  # far more records per key than can be in flight between two commits
+
+
+def produced_before(state: dict[str, Any] | None, partition: int, offset: int) -> Any | None:
+    for p, o, out in (state or {}).get("recent", []):
+        if p == partition and o == offset:
+            return out
+    return None
+
+
+def remember(state: dict[str, Any], partition: int, offset: int, output: Any) -> dict[str, Any]:
+    recent = [r for r in state.get("recent", []) if not (r[0] == partition and r[1] == offset)]
+    recent.append([partition, offset, output])
+    state["recent"] = recent[-KEEP:]
+    return state

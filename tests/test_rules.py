@@ -1,0 +1,106 @@
+"""Pure rules: each clean filter with an input that must fail, fence semantics, the zone prefilter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from schemas import GpsPing
+from streams.geo import Zone, ZoneIndex, haversine_m
+from streams.rules import CleanLimits, clean_pings, fence_changes
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+LIMITS = CleanLimits(max_accuracy_m=50, max_speed_mps=70)
+
+
+def ping(seq: int, dt: float, lat: float = 52.5, lon: float = 13.4, acc: float | None = 5.0) -> GpsPing:
+    return GpsPing(driver_id="d", seq=seq, ts=T0 + timedelta(seconds=dt), lat=lat, lon=lon, accuracy_m=acc)
+
+
+def reasons(bad: list[tuple[GpsPing, str, str]]) -> list[tuple[int, str]]:
+    return [(p.seq, r) for p, r, _ in bad]
+
+
+def test_good_track_passes_and_state_is_last_fix() -> None:
+    pings = [ping(i, i * 5, lat=52.5 + i * 1e-4) for i in range(5)]
+    good, bad, state = clean_pings(None, pings, LIMITS)
+    assert [p.seq for p in good] == [0, 1, 2, 3, 4] and not bad
+    assert state == {"seq": 4, "ts": (T0 + timedelta(seconds=20)).isoformat(), "lat": 52.5004, "lon": 13.4}
+
+
+def test_duplicate_seq_and_duplicate_timestamp() -> None:
+    _, _, state = clean_pings(None, [ping(1, 0)], LIMITS)
+    good, bad, _ = clean_pings(state, [ping(1, 0), ping(2, 0)], LIMITS)
+    assert not good
+    assert reasons(bad) == [(1, "duplicate"), (2, "duplicate")]
+
+
+def test_out_of_order_older_than_last_accepted() -> None:
+    _, _, state = clean_pings(None, [ping(5, 50)], LIMITS)
+    good, bad, _ = clean_pings(state, [ping(4, 40), ping(6, 45)], LIMITS)
+    assert not good and reasons(bad) == [(4, "out_of_order"), (6, "out_of_order")]
+
+
+def test_low_accuracy() -> None:
+    good, bad, state = clean_pings(None, [ping(1, 0, acc=500)], LIMITS)
+    assert not good and reasons(bad) == [(1, "low_accuracy")] and state is None
+
+
+def test_impossible_jump_is_judged_against_last_accepted_fix() -> None:
+    # 0.1° of latitude (~11 km) in 10 s is ~1100 m/s; the fix after it is fine relative to seq 1.
+    pings = [ping(1, 0), ping(2, 10, lat=52.6), ping(3, 20, lat=52.5005)]
+    good, bad, _ = clean_pings(None, pings, LIMITS)
+    assert [p.seq for p in good] == [1, 3]
+    assert reasons(bad) == [(2, "impossible_jump")]
+
+
+def test_device_order_by_sequence() -> None:
+    good, bad, _ = clean_pings(None, [ping(2, 2), ping(1, 1)], LIMITS)
+    assert [p.seq for p in good] == [1, 2] and not bad
+
+
+def circle(zid: str, lat: float, lon: float, r: float, dwell: float | None = None) -> Zone:
+    return Zone.from_doc({"_id": zid, "name": zid, "circle": {"center": {"lat": lat, "lon": lon}, "radius_m": r},
+                          "dwell_s": dwell})  # fmt: skip
+
+
+def square(zid: str, lat: float, lon: float, d: float) -> Zone:
+    pts = [(lat - d, lon - d), (lat - d, lon + d), (lat + d, lon + d), (lat + d, lon - d)]
+    return Zone.from_doc({"_id": zid, "name": zid, "polygon": [{"lat": a, "lon": b} for a, b in pts]})
+
+
+def test_enter_dwell_exit_sequence() -> None:
+    index = ZoneIndex([circle("depot", 52.5, 13.4, 200, dwell=60)])
+    inside: dict[str, dict[str, object]] = {}
+    kinds = []
+    for p in [ping(1, 0, lat=52.51), ping(2, 10, lat=52.5), ping(3, 40, lat=52.5), ping(4, 80, lat=52.5),
+              ping(5, 90, lat=52.5), ping(6, 100, lat=52.51)]:  # fmt: skip
+        kinds += [(c.kind, p.seq) for c in fence_changes(inside, p, index, default_dwell_s=300)]
+    assert kinds == [("enter", 2), ("dwell", 4), ("exit", 6)]
+    assert inside == {}
+
+
+def test_polygon_and_deleted_zone_counts_as_exit() -> None:
+    zone = square("sq", 52.5, 13.4, 0.01)
+    inside: dict[str, dict[str, object]] = {}
+    assert [c.kind for c in fence_changes(inside, ping(1, 0), ZoneIndex([zone]), 300)] == ["enter"]
+    assert [c.kind for c in fence_changes(inside, ping(2, 5), ZoneIndex([]), 300)] == ["exit"]
+
+
+def test_prefilter_returns_no_candidates_far_away_and_exact_near() -> None:
+    zones = [circle(f"z{i}", 52.0 + i * 0.05, 13.0, 300) for i in range(200)]
+    index = ZoneIndex(zones)
+    assert index.candidates(-33.86, 151.2) == []  # Sydney: nothing to test exactly
+    assert [z.zone_id for z in index.containing(52.0 + 7 * 0.05, 13.0)] == ["z7"]
+    # Just outside z7's radius: may be a candidate, must not be contained.
+    assert index.containing(52.0 + 7 * 0.05 + 0.004, 13.0) == []
+
+
+def test_huge_zone_falls_back_to_bbox_list() -> None:
+    index = ZoneIndex([square("country", 50, 10, 3.0)])
+    assert index.large and not index.by_cell
+    assert [z.zone_id for z in index.containing(51, 11)] == ["country"]
+
+
+def test_haversine_known_distance() -> None:
+    # Berlin TV tower to Brandenburg Gate is about 2.2 km.
+    assert 2100 < haversine_m(52.5208, 13.4094, 52.5163, 13.3777) < 2300
