@@ -1,9 +1,15 @@
 """MongoDB sinks: ping history, latest driver state, geofence events.
 
-Every write is idempotent by construction: pings and events use a natural ``_id``
-(``driver:seq``, ``event_id``) and are inserted unordered with duplicate-key errors
-ignored; driver state is an upsert guarded by the ping's sequence number, so an old
-replayed state never overwrites a newer one. Only operations that both MongoDB and
+Ping history is stored in per-driver buckets: one document per cleaned batch, ``_id``
+``{driver}:{first_seq}``, holding its pings in order. A replayed batch has the same id
+and is skipped, and the server writes one document per device batch instead of one per
+ping (about 50x fewer writes at typical batch sizes: FerretDB on SQLite topped out
+near 3,000 single-ping inserts/s on our 2-core machines, see benchmarks/).
+
+Every write is idempotent by construction: buckets and events use a natural ``_id``
+and are inserted unordered with duplicate-key errors ignored; driver state is only
+updated where the stored sequence number is older, so an old replayed state never
+overwrites a newer one. Only operations that both MongoDB and
 FerretDB v1 support are used.
 """
 
@@ -23,11 +29,60 @@ DUPLICATE_KEY = 11000
 
 async def ensure_indexes(db: AsyncIOMotorDatabase) -> None:
     """Created at start by every process that writes or reads; creating twice is a no-op."""
-    await db.pings.create_index([("driver_id", ASCENDING), ("seq", ASCENDING)], name="driver_seq", unique=True)
-    await db.pings.create_index([("driver_id", ASCENDING), ("ts", ASCENDING)], name="driver_ts")
+    await db.tracks.create_index([("driver_id", ASCENDING), ("first_seq", ASCENDING)], name="driver_seq")
+    await db.tracks.create_index([("driver_id", ASCENDING), ("t1", ASCENDING)], name="driver_t1")
     await db.geofence_events.create_index([("driver_id", ASCENDING), ("at", DESCENDING)], name="driver_at")
     await db.geofence_events.create_index([("zone_id", ASCENDING), ("at", DESCENDING)], name="zone_at")
     await db.devices.create_index([("driver_id", ASCENDING)], name="driver")
+
+
+def track_bucket(driver_id: str, pings: Sequence[Any]) -> dict[str, Any]:
+    """One stored bucket for a cleaned batch (``pings`` are ``schemas.GpsPing`` in seq order)."""
+    return {
+        "_id": f"{driver_id}:{pings[0].seq}",
+        "driver_id": driver_id,
+        "first_seq": pings[0].seq,
+        "last_seq": pings[-1].seq,
+        "t0": pings[0].ts,
+        "t1": pings[-1].ts,
+        "n": len(pings),
+        "pings": [
+            {"seq": p.seq, "ts": p.ts, "lat": p.lat, "lon": p.lon, "accuracy_m": p.accuracy_m,
+             "speed_mps": p.speed_mps, "heading_deg": p.heading_deg}
+            for p in pings
+        ],
+    }  # fmt: skip
+
+
+async def read_track(
+    db: AsyncIOMotorDatabase,
+    driver_id: str,
+    start: Any = None,
+    end: Any = None,
+    after_seq: int = -1,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Pings of a driver in sequence order, ``start <= ts < end``, ``seq > after_seq``, at most ``limit``."""
+    q: dict[str, Any] = {"driver_id": driver_id, "last_seq": {"$gt": after_seq}}
+    if start is not None:
+        q["t1"] = {"$gte": start}
+    if end is not None:
+        q["t0"] = {"$lt": end}
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    cursor = db.tracks.find(q, {"pings": 1}).sort("first_seq", 1).batch_size(64)
+    async for doc in cursor:
+        for p in doc["pings"]:
+            if p["seq"] <= after_seq or p["seq"] in seen:
+                continue
+            if (start is not None and p["ts"] < start) or (end is not None and p["ts"] >= end):
+                continue
+            seen.add(p["seq"])
+            out.append(p)
+        if len(out) >= limit:
+            break
+    out.sort(key=lambda p: p["seq"])
+    return out[:limit]
 
 
 def _only_duplicates(exc: BulkWriteError) -> bool:

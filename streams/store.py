@@ -1,4 +1,4 @@
-"""Feeds the MongoDB sinks: ping history, latest driver state, geofence events.
+"""Feeds the MongoDB sinks: ping history (per-batch buckets), latest driver state, geofence events.
 
 Each agent takes a batch of records, writes it through an idempotent sink and only
 then moves on, so offsets are committed after the write (at-least-once, no loss) and
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas import GeofenceEvent, TelemetryBatch
-from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes
+from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
 from streams import resources
 from streams.app import app, topic
 from streams.metrics import RECORDS
@@ -19,34 +19,22 @@ clean_topic = topic("telemetry.clean")
 geofence_topic = topic("geofence.events")
 
 
-def ping_docs(batch: TelemetryBatch) -> list[dict[str, Any]]:
-    return [
-        {
-            "_id": f"{p.driver_id}:{p.seq}",
-            "driver_id": p.driver_id,
-            "seq": p.seq,
-            "ts": p.ts,
-            "lat": p.lat,
-            "lon": p.lon,
-            "accuracy_m": p.accuracy_m,
-            "speed_mps": p.speed_mps,
-            "heading_deg": p.heading_deg,
-        }
-        for p in batch.pings
-    ]
+def latest_state(batch: TelemetryBatch) -> dict[str, Any]:
+    p = batch.pings[-1]
+    return {"_id": p.driver_id, "seq": p.seq, "ts": p.ts, "lat": p.lat, "lon": p.lon,
+            "speed_mps": p.speed_mps, "heading_deg": p.heading_deg}  # fmt: skip
 
 
 @app.agent(clean_topic)
 async def store_pings(stream):  # type: ignore[no-untyped-def]
     db = resources.db()
     await ensure_indexes(db)
-    pings, drivers = InsertOnceSink(db, "pings"), DriverStateSink(db)
-    async for batches in stream.take(500, within=0.2):
-        RECORDS.labels("store_pings").inc(len(batches))
-        docs = [d for b in batches if isinstance(b, TelemetryBatch) for d in ping_docs(b)]
-        await pings.write(docs)
-        latest = [{**d, "_id": d["driver_id"]} for d in docs]
-        await drivers.write(latest)
+    tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
+    async for records in stream.take(500, within=0.2):
+        RECORDS.labels("store_pings").inc(len(records))
+        batches = [b for b in records if isinstance(b, TelemetryBatch)]
+        await tracks.write([track_bucket(b.driver_id, b.pings) for b in batches])
+        await drivers.write([latest_state(b) for b in batches])
 
 
 @app.agent(geofence_topic)

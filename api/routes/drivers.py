@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
 from schemas.base import Ident, Latitude, Longitude
+from sinks.mongo import read_track
 
 router = APIRouter(prefix="/v1/drivers", tags=["drivers"])
 
@@ -67,12 +68,7 @@ async def track(
 ) -> dict[str, Any]:
     """Pings in sequence (= time) order; follow ``next_after_seq`` for the next page."""
     can_read_driver(principal, driver_id)
-    q: dict[str, Any] = {"driver_id": driver_id}
-    if from_ or to:
-        q["ts"] = {k: v for k, v in (("$gte", from_), ("$lt", to)) if v is not None}
-    if after_seq is not None:
-        q["seq"] = {"$gt": after_seq}
-    docs = await res.db.pings.find(q, {"_id": 0}).sort("seq", 1).limit(limit).to_list(limit)
-    for d in docs:
-        d["ts"] = d["ts"].isoformat()
-    return {"driver_id": driver_id, "pings": docs, "next_after_seq": docs[-1]["seq"] if len(docs) == limit else None}
+    pings = await read_track(res.db, driver_id, from_, to, -1 if after_seq is None else after_seq, limit)
+    for p in pings:
+        p["ts"] = p["ts"].isoformat()
+    return {"driver_id": driver_id, "pings": pings, "next_after_seq": pings[-1]["seq"] if len(pings) == limit else None}

@@ -1,0 +1,69 @@
+"""The clean + driver-state + MongoDB work of the Faust agents as one plain aiokafka loop.
+
+Baseline for ``benchmarks/telemetry.py``: same rules (``streams.rules``), same Redis
+script, same idempotent sinks, offsets committed after the writes; no Faust, no
+``telemetry.clean`` hop and no changelog topics. Not a product path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from fleetstream.config import get_settings
+from fleetstream.kafka import make_consumer
+from schemas import TelemetryBatch, decode
+from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
+from streams.driver_state import GEO_KEY, SEEN_KEY, UPDATE_POSITION, _fmt
+from streams.rules import CleanLimits, clean_pings
+from streams.store import latest_state
+
+
+async def main() -> None:
+    s = get_settings()
+    consumer = make_consumer(s, "telemetry.raw", group_id=s.app_id, max_poll_records=2000)
+    await consumer.start()
+    r = aioredis.from_url(s.redis_dsn, decode_responses=True)
+    update = r.register_script(UPDATE_POSITION)
+    db = AsyncIOMotorClient(s.mongo_dsn, tz_aware=True)[s.mongo_db]
+    await ensure_indexes(db)
+    tracks_sink, drivers_sink = InsertOnceSink(db, "tracks"), DriverStateSink(db)
+    limits = CleanLimits(s.max_accuracy_m, s.max_speed_mps)
+    state: dict[str, dict[str, object] | None] = {}
+    try:
+        while True:
+            records = await consumer.getmany(timeout_ms=200, max_records=2000)
+            batches: list[TelemetryBatch] = []
+            for msgs in records.values():
+                for m in msgs:
+                    try:
+                        b = decode(m.value)
+                    except ValueError:
+                        continue
+                    if isinstance(b, TelemetryBatch):
+                        good, _, state[b.driver_id] = clean_pings(state.get(b.driver_id), b.pings, limits)
+                        if good:
+                            batches.append(b.model_copy(update={"pings": good}))
+            if not batches:
+                continue
+            now = repr(time.time())
+            pipe = r.pipeline(transaction=False)
+            for b in batches:
+                p = b.pings[-1]
+                await update(keys=[f"driver:{b.driver_id}", GEO_KEY, SEEN_KEY],
+                             args=[b.driver_id, _fmt(p.lat), _fmt(p.lon), _fmt(p.speed_mps), _fmt(p.heading_deg),
+                                   p.ts.isoformat(), p.seq, now], client=pipe)  # fmt: skip
+            await pipe.execute()
+            await tracks_sink.write([track_bucket(b.driver_id, b.pings) for b in batches])
+            await drivers_sink.write([latest_state(b) for b in batches])
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await r.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
