@@ -8,7 +8,9 @@ script, same idempotent sinks, offsets committed after the writes; no Faust, no
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -33,6 +35,8 @@ async def main() -> None:
     tracks_sink, drivers_sink = InsertOnceSink(db, "tracks"), DriverStateSink(db)
     limits = CleanLimits(s.max_accuracy_m, s.max_speed_mps)
     state: dict[str, dict[str, object] | None] = {}
+    progress = Path(os.environ.get("RAW_PROGRESS_FILE", "/dev/null"))
+    stored = 0
     try:
         while True:
             records = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -60,6 +64,8 @@ async def main() -> None:
             await tracks_sink.write([track_bucket(b.driver_id, b.pings) for b in batches])
             await drivers_sink.write([latest_state(b) for b in batches])
             await consumer.commit()
+            stored += sum(len(b.pings) for b in batches)
+            await asyncio.to_thread(progress.write_text, str(stored))
     finally:
         await consumer.stop()
         await r.aclose()

@@ -130,6 +130,13 @@ async def load(url: str, devices: Devices, tokens: dict[str, str], duration: flo
         await asyncio.gather(*(worker(i) for i in range(conc)))
 
 
+async def metric(url: str, name: str) -> int:
+    """A counter from a worker's /metrics (counting in FerretDB takes seconds per call)."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(url)).text
+    return int(sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")))
+
+
 async def stored_pings(db) -> int:  # type: ignore[no-untyped-def]
     """Exact number of stored pings (sum over buckets); used once at the end."""
     rows = await db.tracks.aggregate([{"$group": {"_id": None, "n": {"$sum": "$n"}}}]).to_list(1)
@@ -189,7 +196,6 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             for d in devices.ids:
                 tokens[d] = (await c.post(f"{url}/v1/drivers/{d}/devices", headers=admin)).json()["token"]
         mongo = AsyncIOMotorClient(S.mongo_dsn)
-        tracks = mongo[db_name].tracks
         admin_client = AIOKafkaAdminClient(bootstrap_servers=S.kafka_servers)
         await admin_client.start()
         procs = {"worker": psutil.Process(worker.pid), "api": psutil.Process(apis[0].pid),
@@ -204,8 +210,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         while True:
             await asyncio.sleep(args.sample)
             now = time.monotonic()
-            # Every generated batch is clean, so buckets x batch size = pings stored (exact sum at the end).
-            stored = await tracks.estimated_document_count() * args.batch
+            stored = await metric("http://127.0.0.1:6071/metrics", "fleetstream_pings_stored_total")
             lag_raw = await group_lag(admin_client, app_id, "telemetry.raw")
             lag_clean = await group_lag(admin_client, app_id, "telemetry.clean")
             sample = {
@@ -258,7 +263,7 @@ def _median_usage(samples: list[dict[str, object]], name: str) -> tuple[float, f
     return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
-async def replay_phase(tmp: Path, backlog: int, batch: int) -> dict[str, object]:
+async def replay_phase(tmp: Path, backlog: int) -> dict[str, object]:
     """The same backlog through Faust (3 agents) and through the raw loop; rate of each."""
     results = {}
     for mode in ("faust", "raw"):
@@ -274,6 +279,9 @@ async def replay_phase(tmp: Path, backlog: int, batch: int) -> dict[str, object]
                    "--loglevel", "warning"]  # fmt: skip
         else:
             cmd = [sys.executable, "-m", "benchmarks.raw_pipeline"]
+        progress = tmp / "raw-progress"
+        progress.unlink(missing_ok=True)
+        env["RAW_PROGRESS_FILE"] = str(progress)
         proc = spawn(cmd, env, tmp / f"replay-{mode}.log")
         mongo = AsyncIOMotorClient(S.mongo_dsn)
         t0 = time.monotonic()
@@ -286,7 +294,10 @@ async def replay_phase(tmp: Path, backlog: int, batch: int) -> dict[str, object]
             count = 0
             while time.monotonic() - t0 < 600:
                 await asyncio.sleep(1)
-                count = await mongo[db_name].tracks.estimated_document_count() * batch
+                if mode == "faust":
+                    count = await metric("http://127.0.0.1:6072/metrics", "fleetstream_pings_stored_total")
+                else:
+                    count = int(progress.read_text() or 0) if progress.exists() else 0
                 cpu.append(ps.cpu_percent(None))
                 rss.append(ps.memory_info().rss / 2**20)
                 if count and first_t is None:
@@ -344,7 +355,7 @@ async def main() -> None:
     result = {"machine": {"cores": psutil.cpu_count(), "mem_gib": round(psutil.virtual_memory().total / 2**30)},
               "command": " ".join(sys.argv), "live": live}  # fmt: skip
     if not args.skip_replay:
-        result["replay"] = await replay_phase(tmp, int(live["accepted_pings"]), args.batch)
+        result["replay"] = await replay_phase(tmp, int(live["accepted_pings"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     summary = {k: v for k, v in live.items() if k != "samples"}

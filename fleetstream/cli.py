@@ -125,12 +125,18 @@ def schemas_export(directory: Path) -> None:
 
 
 @app.command()
-def smoke(drivers: int = 20, batches: int = 5, timeout: float = 60.0) -> None:
-    """Push simulated telemetry through Kafka and the presence agent; print what flowed."""
+def smoke(
+    drivers: int = 20,
+    batches: int = 5,
+    timeout: float = 60.0,
+    url: Annotated[str | None, typer.Option(help="API base URL (default: nginx of the local stack).")] = None,
+) -> None:
+    """Post simulated telemetry through the running API; print what reached Redis and MongoDB."""
     from fleetstream.smoke import run_smoke
 
-    ok = asyncio.run(run_smoke(get_settings(), drivers=drivers, batches=batches, timeout=timeout, console=console))
-    if not ok:
+    s = get_settings()
+    base = url or f"http://{s.host}:{s.nginx_port}"
+    if not asyncio.run(run_smoke(s, base, drivers=drivers, batches=batches, timeout=timeout, console=console)):
         raise typer.Exit(1)
 
 

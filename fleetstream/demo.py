@@ -85,7 +85,7 @@ def run_demo(settings: Settings, duration: float | None, drivers: int, console: 
             console.print(f"[red]API not ready; see {settings.home / 'logs'}/demo-api-0.log[/red]")
             return False
         console.print(f"API ready behind nginx at {url} (docs at {url}/docs)")
-        ok = asyncio.run(run_smoke(settings, drivers=drivers, batches=5, timeout=90, console=console))
+        ok = asyncio.run(run_smoke(settings, url, drivers=drivers, batches=5, timeout=90, console=console))
         deadline = None if duration is None else time.monotonic() + duration
         console.print("running; Ctrl-C stops the demo" if deadline is None else f"running for {duration:.0f}s")
         while deadline is None or time.monotonic() < deadline:

@@ -94,6 +94,7 @@ class InsertOnceSink(BatchSink[dict[str, Any]]):
     """Insert documents with a natural ``_id``; a replayed document is skipped by the server."""
 
     retry_on = (AutoReconnect, NetworkTimeout, ConnectionError, OSError)
+    max_chunk = 200  # tested size on FerretDB v1 (see DriverStateSink for its update limit)
 
     def __init__(self, db: AsyncIOMotorDatabase, collection: str) -> None:
         self.coll = db[collection]
@@ -118,6 +119,9 @@ class DriverStateSink(BatchSink[dict[str, Any]]):
 
     name = "mongo.drivers"
     retry_on = (AutoReconnect, NetworkTimeout, ConnectionError, OSError)
+    # FerretDB v1.24 never answers an update batch of 100 or more operations (the
+    # connection hangs, then the whole server); MongoDB splits batches itself anyway.
+    max_chunk = 90
 
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.coll = db.drivers

@@ -15,7 +15,7 @@ from fleetstream.config import get_settings
 from schemas import DeadLetter, TelemetryBatch, deterministic_event_id
 from streams.app import app, table, topic
 from streams.metrics import DROPPED, PINGS, RECORDS
-from streams.replay import produced_before, remember
+from streams.replay import produced_before, remember, seq_members, seq_set
 from streams.rules import CleanLimits, clean_pings
 
 raw = topic("telemetry.raw")
@@ -41,11 +41,11 @@ async def clean(stream):  # type: ignore[no-untyped-def]
         state = last_accepted.get(key) or {}
         replayed = produced_before(state, msg.partition, msg.offset)
         if replayed is not None:
-            seqs = set(replayed)
+            seqs = seq_members(replayed)
             good, bad = [p for p in batch.pings if p.seq in seqs], []
         else:
             good, bad, last = clean_pings(state.get("last"), batch.pings, limits)
-            state = remember({**state, "last": last}, msg.partition, msg.offset, [p.seq for p in good])
+            state = remember({**state, "last": last}, msg.partition, msg.offset, seq_set([p.seq for p in good]))
         PINGS.labels("clean").inc(len(batch.pings))
         for ping, reason, detail in bad:
             DROPPED.labels(reason).inc()

@@ -9,6 +9,7 @@ from streams.app import app
 RECORDS = Counter("fleetstream_agent_records_total", "Kafka records processed per agent", ["agent"])
 PINGS = Counter("fleetstream_agent_pings_total", "Pings processed per agent", ["agent"])
 DROPPED = Counter("fleetstream_pings_dropped_total", "Pings dropped by the clean agent", ["reason"])
+STORED = Counter("fleetstream_pings_stored_total", "Pings written to MongoDB history (fully processed)")
 LAG = Gauge("fleetstream_consumer_lag", "Records behind the partition end", ["topic", "partition"])
 DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
 

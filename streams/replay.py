@@ -16,6 +16,22 @@ from typing import Any
 KEEP = 64  # far more records per key than can be in flight between two commits
 
 
+def seq_set(seqs: list[int]) -> list[object]:
+    """Compact form of a set of sequence numbers: [first, last, [missing in between]]."""
+    if not seqs:
+        return []
+    lo, hi = min(seqs), max(seqs)
+    have = set(seqs)
+    return [lo, hi, [s for s in range(lo, hi + 1) if s not in have]]
+
+
+def seq_members(packed: list[object]) -> set[int]:
+    if not packed:
+        return set()
+    lo, hi, missing = packed
+    return set(range(int(lo), int(hi) + 1)) - set(missing)  # type: ignore[arg-type,call-overload]
+
+
 def produced_before(state: dict[str, Any] | None, partition: int, offset: int) -> Any | None:
     for p, o, out in (state or {}).get("recent", []):
         if p == partition and o == offset:

@@ -31,27 +31,32 @@ def clean_pings(
     """
     good: list[GpsPing] = []
     bad: list[tuple[GpsPing, str, str]] = []
-    last = state
+    last: GpsPing | None = None
+    if state is not None:
+        last = GpsPing.model_construct(
+            driver_id="", seq=state["seq"], ts=datetime.fromisoformat(state["ts"]), lat=state["lat"], lon=state["lon"]
+        )
     for p in sorted(pings, key=lambda x: x.seq):
         if p.accuracy_m is not None and p.accuracy_m > limits.max_accuracy_m:
             bad.append((p, "low_accuracy", f"accuracy {p.accuracy_m:.0f} m > {limits.max_accuracy_m:.0f} m"))
             continue
         if last is not None:
-            last_ts = datetime.fromisoformat(last["ts"])
-            if p.seq == last["seq"] or p.ts == last_ts:
+            if p.seq == last.seq or p.ts == last.ts:
                 bad.append((p, "duplicate", f"seq {p.seq} / ts {p.ts.isoformat()} already accepted"))
                 continue
-            if p.seq < last["seq"] or p.ts < last_ts:
-                bad.append((p, "out_of_order", f"older than last accepted seq {last['seq']}"))
+            if p.seq < last.seq or p.ts < last.ts:
+                bad.append((p, "out_of_order", f"older than last accepted seq {last.seq}"))
                 continue
-            dt = (p.ts - last_ts).total_seconds()
-            dist = haversine_m(last["lat"], last["lon"], p.lat, p.lon)
+            dt = (p.ts - last.ts).total_seconds()
+            dist = haversine_m(last.lat, last.lon, p.lat, p.lon)
             if dist / dt > limits.max_speed_mps:
                 bad.append((p, "impossible_jump", f"{dist:.0f} m in {dt:.1f} s = {dist / dt:.0f} m/s"))
                 continue
         good.append(p)
-        last = {"seq": p.seq, "ts": p.ts.isoformat(), "lat": p.lat, "lon": p.lon}
-    return good, bad, last
+        last = p
+    if last is None:
+        return good, bad, None
+    return good, bad, {"seq": last.seq, "ts": last.ts.isoformat(), "lat": last.lat, "lon": last.lon}
 
 
 @dataclass(frozen=True)

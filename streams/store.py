@@ -13,7 +13,7 @@ from schemas import GeofenceEvent, TelemetryBatch
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
 from streams import resources
 from streams.app import app, topic
-from streams.metrics import RECORDS
+from streams.metrics import RECORDS, STORED
 
 clean_topic = topic("telemetry.clean")
 geofence_topic = topic("geofence.events")
@@ -35,6 +35,7 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
         batches = [b for b in records if isinstance(b, TelemetryBatch)]
         await tracks.write([track_bucket(b.driver_id, b.pings) for b in batches])
         await drivers.write([latest_state(b) for b in batches])
+        STORED.inc(sum(len(b.pings) for b in batches))
 
 
 @app.agent(geofence_topic)

@@ -104,3 +104,16 @@ def test_huge_zone_falls_back_to_bbox_list() -> None:
 def test_haversine_known_distance() -> None:
     # Berlin TV tower to Brandenburg Gate is about 2.2 km.
     assert 2100 < haversine_m(52.5208, 13.4094, 52.5163, 13.3777) < 2300
+
+
+def test_replay_memory_round_trips_seq_sets() -> None:
+    from streams.replay import produced_before, remember, seq_members, seq_set
+
+    assert seq_members(seq_set([5, 3, 9, 4])) == {3, 4, 5, 9}
+    assert seq_members(seq_set([])) == set()
+    state: dict[str, object] = {}
+    for off in range(100):
+        state = remember(state, 1, off, seq_set([off]))
+    assert produced_before(state, 1, 99) == seq_set([99])
+    assert produced_before(state, 1, 10) is None  # older than the kept window
+    assert produced_before(state, 2, 99) is None  # another partition

@@ -142,3 +142,23 @@ def test_unknown_topic_is_not_auto_created(stack: Settings) -> None:
 
     with pytest.raises((KafkaTimeoutError, UnknownTopicOrPartitionError)):
         asyncio.run(send())
+
+
+async def test_driver_state_sink_large_batches_newest_wins(stack: Settings, uid: str) -> None:
+    """Hundreds of drivers in one write (FerretDB hangs on >= 100 updates in one batch) and replays."""
+    from sinks.mongo import DriverStateSink
+
+    client: AsyncIOMotorClient = AsyncIOMotorClient(stack.mongo_dsn, tz_aware=True, socketTimeoutMS=20_000)
+    db = client[f"test_{uid}"]
+    sink = DriverStateSink(db)
+    try:
+        docs = [{"_id": f"d{i}", "seq": s, "lat": float(s)} for s in (1, 3) for i in range(250)]
+        await asyncio.wait_for(sink.write(docs), 60)
+        await asyncio.wait_for(sink.write([{"_id": f"d{i}", "seq": 2, "lat": 2.0} for i in range(250)]), 60)  # older
+        await asyncio.wait_for(sink.write([{"_id": "d7", "seq": 9, "lat": 9.0}]), 60)
+        stored = {d["_id"]: d["seq"] async for d in db.drivers.find({})}
+        assert len(stored) == 250
+        assert {s for k, s in stored.items() if k != "d7"} == {3} and stored["d7"] == 9
+    finally:
+        await client.drop_database(f"test_{uid}")
+        client.close()

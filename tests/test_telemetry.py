@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
