@@ -106,7 +106,7 @@ class Devices:
 
 
 async def load(url: str, devices: Devices, tokens: dict[str, str], duration: float, conc: int,
-               stats: dict[str, int]) -> None:  # fmt: skip
+               stats: dict[str, int], rate: float | None = None) -> None:  # fmt: skip
     import aiohttp
 
     deadline = time.monotonic() + duration
@@ -116,7 +116,13 @@ async def load(url: str, devices: Devices, tokens: dict[str, str], duration: flo
         async def worker(i: int) -> None:
             mine = devices.ids[i::conc]
             k = 0
+            # Open loop at a target rate: each of the `conc` senders posts every `every` seconds.
+            every = conc * devices.batch / rate if rate else 0.0
+            next_t = time.monotonic() + (i * every / conc if every else 0.0)
             while time.monotonic() < deadline:
+                if every:
+                    await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+                    next_t += every
                 d = mine[k % len(mine)]
                 k += 1
                 headers = {"Authorization": f"Bearer {tokens[d]}", "Content-Type": "application/json"}
@@ -204,7 +210,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         stats = {"accepted": 0, "errors": 0}
         samples: list[dict[str, object]] = []
         t0 = time.monotonic()
-        load_task = asyncio.create_task(load(url, devices, tokens, args.duration, args.concurrency, stats))
+        load_task = asyncio.create_task(load(url, devices, tokens, args.duration, args.concurrency, stats, args.rate))
         last_acc, last_stored, last_t = 0, 0, t0
         drain_deadline = None
         while True:
@@ -237,6 +243,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         return {
             "app_id": app_id,
             "drivers": args.drivers,
+            "target_rate": args.rate,
             "batch": args.batch,
             "duration_s": args.duration,
             "accepted_pings": stats["accepted"],
@@ -338,6 +345,7 @@ async def main() -> None:
     ap.add_argument("--drivers", type=int, default=500)
     ap.add_argument("--batch", type=int, default=50, help="pings per HTTP request")
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--rate", type=float, default=None, help="target pings/s (default: as fast as possible)")
     ap.add_argument("--sample", type=float, default=5.0)
     ap.add_argument("--skip-replay", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "telemetry.json")

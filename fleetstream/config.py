@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     offline_check_s: float = 2.0
     default_dwell_s: float = 300.0
     location_publish_interval_s: float = 1.0
+    driver_persist_interval_s: float = 30.0
 
     # --- validation of what devices send
     max_batch_pings: int = 500

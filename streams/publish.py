@@ -16,27 +16,11 @@ from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import resources
 from streams.app import app, topic
 from streams.metrics import RECORDS
+from streams.throttle import Throttle
 
 clean_topic = topic("telemetry.clean")
 geofence_topic = topic("geofence.events")
 status_topic = topic("drivers.status")
-
-
-class Throttle:
-    """At most one location update per driver per interval (newest wins within a batch)."""
-
-    def __init__(self, interval_s: float, max_keys: int = 1_000_000) -> None:
-        self.interval_s = interval_s
-        self.max_keys = max_keys
-        self.last: dict[str, float] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        if now - self.last.get(key, -1e18) < self.interval_s:
-            return False
-        if len(self.last) >= self.max_keys:
-            self.last.clear()
-        self.last[key] = now
-        return True
 
 
 def location_message(batch: TelemetryBatch) -> Outgoing:

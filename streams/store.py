@@ -7,13 +7,16 @@ a replay after SIGKILL inserts nothing twice.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from fleetstream.config import get_settings
 from schemas import GeofenceEvent, TelemetryBatch
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
 from streams import resources
 from streams.app import app, topic
 from streams.metrics import RECORDS, STORED
+from streams.throttle import Throttle
 
 clean_topic = topic("telemetry.clean")
 geofence_topic = topic("geofence.events")
@@ -27,14 +30,22 @@ def latest_state(batch: TelemetryBatch) -> dict[str, Any]:
 
 @app.agent(clean_topic)
 async def store_pings(stream):  # type: ignore[no-untyped-def]
+    """Every ping into history; the latest state per driver at most every ``driver_persist_interval_s``.
+
+    Redis holds the live state; MongoDB's copy is for recovery and reporting, and its
+    per-driver updates are the most expensive write FerretDB does, so they are thinned.
+    """
     db = resources.db()
     await ensure_indexes(db)
     tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
+    throttle = Throttle(get_settings().driver_persist_interval_s)
     async for records in stream.take(500, within=0.2):
         RECORDS.labels("store_pings").inc(len(records))
         batches = [b for b in records if isinstance(b, TelemetryBatch)]
         await tracks.write([track_bucket(b.driver_id, b.pings) for b in batches])
-        await drivers.write([latest_state(b) for b in batches])
+        now = time.monotonic()
+        newest = {b.driver_id: b for b in batches}
+        await drivers.write([latest_state(b) for d, b in newest.items() if throttle.allow(d, now)])
         STORED.inc(sum(len(b.pings) for b in batches))
 
 

@@ -259,6 +259,7 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         FLEETSTREAM_OFFLINE_CHECK_S="0.5",
         FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
         FLEETSTREAM_LOCATION_PUBLISH_INTERVAL_S="0",
+        FLEETSTREAM_DRIVER_PERSIST_INTERVAL_S="0",
     )
     try:
         p.start_worker()
