@@ -22,6 +22,7 @@ from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_b
 from streams.driver_state import GEO_KEY, SEEN_KEY, UPDATE_POSITION, _fmt
 from streams.rules import CleanLimits, clean_pings
 from streams.store import latest_state
+from streams.throttle import Throttle
 
 
 async def main() -> None:
@@ -37,6 +38,7 @@ async def main() -> None:
     state: dict[str, dict[str, object] | None] = {}
     progress = Path(os.environ.get("RAW_PROGRESS_FILE", "/dev/null"))
     stored = 0
+    throttle = Throttle(s.driver_persist_interval_s)  # as the store agent does
     try:
         while True:
             records = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -62,7 +64,9 @@ async def main() -> None:
                                    p.ts.isoformat(), p.seq, now], client=pipe)  # fmt: skip
             await pipe.execute()
             await tracks_sink.write([track_bucket(b.driver_id, b.pings) for b in batches])
-            await drivers_sink.write([latest_state(b) for b in batches])
+            now_m = time.monotonic()
+            newest = {b.driver_id: b for b in batches}
+            await drivers_sink.write([latest_state(b) for d, b in newest.items() if throttle.allow(d, now_m)])
             await consumer.commit()
             stored += sum(len(b.pings) for b in batches)
             await asyncio.to_thread(progress.write_text, str(stored))

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fleetstream.config import Settings, get_settings
+from fleetstream.stack.process import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,15 +89,6 @@ def spawn(tmp_path: Path) -> Iterator[object]:
     yield _spawn
     for p in procs:
         p.stop()
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 @pytest.fixture
