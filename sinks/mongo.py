@@ -61,17 +61,22 @@ async def read_track(
     end: Any = None,
     after_seq: int = -1,
     limit: int = 1000,
+    redis: Any = None,
 ) -> list[dict[str, Any]]:
-    """Pings of a driver in sequence order, ``start <= ts < end``, ``seq > after_seq``, at most ``limit``."""
-    q: dict[str, Any] = {"driver_id": driver_id, "last_seq": {"$gt": after_seq}}
-    if start is not None:
-        q["t1"] = {"$gte": start}
-    if end is not None:
-        q["t0"] = {"$lt": end}
+    """Pings of a driver in sequence order, ``start <= ts < end``, ``seq > after_seq``, at most ``limit``.
+
+    With ``redis`` the bucket directory (``sinks.track_index``) picks the buckets and
+    they are fetched by ``_id``; without it, or for a driver it does not know, a query
+    on the ``driver_seq`` index does.
+    """
+    from sinks.track_index import bucket_ids, fetch_buckets
+
+    # BSON dates hold milliseconds: compare the bounds at the precision the pings were stored with.
+    start, end = (t.replace(microsecond=t.microsecond // 1000 * 1000) if t is not None else None for t in (start, end))
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
-    cursor = db.tracks.find(q, {"pings": 1}).sort("first_seq", 1).batch_size(64)
-    async for doc in cursor:
+
+    def take(doc: dict[str, Any]) -> None:
         for p in doc["pings"]:
             if p["seq"] <= after_seq or p["seq"] in seen:
                 continue
@@ -79,8 +84,24 @@ async def read_track(
                 continue
             seen.add(p["seq"])
             out.append(p)
-        if len(out) >= limit:
-            break
+
+    ids = await bucket_ids(redis, driver_id, start, end, after_seq) if redis is not None else None
+    if ids is not None:
+        for i in range(0, len(ids), 16):
+            for doc in await fetch_buckets(db, ids[i : i + 16]):
+                take(doc)
+            if len(out) >= limit:
+                break
+    else:
+        q: dict[str, Any] = {"driver_id": driver_id, "last_seq": {"$gt": after_seq}}
+        if start is not None:
+            q["t1"] = {"$gte": start}
+        if end is not None:
+            q["t0"] = {"$lt": end}
+        async for doc in db.tracks.find(q, {"pings": 1}).sort("first_seq", 1).batch_size(64):
+            take(doc)
+            if len(out) >= limit:
+                break
     out.sort(key=lambda p: p["seq"])
     return out[:limit]
 

@@ -13,6 +13,7 @@ from typing import Any
 from fleetstream.config import get_settings
 from schemas import GeofenceEvent, TelemetryBatch
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
+from sinks.track_index import TrackIndexSink
 from streams import resources
 from streams.app import app, topic
 from streams.metrics import RECORDS, STORED
@@ -38,11 +39,14 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
     db = resources.db()
     await ensure_indexes(db)
     tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
+    directory = TrackIndexSink(resources.redis())
     throttle = Throttle(get_settings().driver_persist_interval_s)
     async for records in stream.take(500, within=0.2):
         RECORDS.labels("store_pings").inc(len(records))
         batches = [b for b in records if isinstance(b, TelemetryBatch)]
-        await tracks.write([track_bucket(b.driver_id, b.pings) for b in batches])
+        buckets = [track_bucket(b.driver_id, b.pings) for b in batches]
+        await tracks.write(buckets)
+        await directory.write(buckets)  # after the documents exist: a listed bucket is always readable
         now = time.monotonic()
         newest = {b.driver_id: b for b in batches}
         await drivers.write([latest_state(b) for d, b in newest.items() if throttle.allow(d, now)])

@@ -124,6 +124,16 @@ async def test_http_pings_reach_redis_api_mongo_rabbit_and_fences(
                                  params={"limit": 25, "after_seq": 24}, headers=pipeline.headers(token))  # fmt: skip
         assert [p["seq"] for p in page2.json()["pings"]] == list(range(25, 40))
         assert page2.json()["next_after_seq"] is None
+        window = await client.get(f"{pipeline.url}/v1/drivers/{driver}/track",
+                                  params={"from": pings[10]["ts"], "to": pings[20]["ts"]},
+                                  headers=pipeline.headers(token))  # fmt: skip
+        assert [p["seq"] for p in window.json()["pings"]] == list(range(10, 20))
+        # The Redis bucket directory and the plain MongoDB query agree.
+        from sinks.mongo import read_track
+
+        via_index = await read_track(mongo, driver, after_seq=5, limit=30, redis=rds)
+        via_query = await read_track(mongo, driver, after_seq=5, limit=30)
+        assert [p["seq"] for p in via_index] == [p["seq"] for p in via_query] == list(range(6, 36))
 
         events = await fences.collect(
             lambda v: isinstance(v, GeofenceEvent) and v.driver_id == driver and v.zone_id == zone_id, count=2

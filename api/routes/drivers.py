@@ -68,7 +68,8 @@ async def track(
 ) -> dict[str, Any]:
     """Pings in sequence (= time) order; follow ``next_after_seq`` for the next page."""
     can_read_driver(principal, driver_id)
-    pings = await read_track(res.db, driver_id, from_, to, -1 if after_seq is None else after_seq, limit)
+    cursor = -1 if after_seq is None else after_seq
+    pings = await read_track(res.db, driver_id, from_, to, cursor, limit, redis=res.redis)
     for p in pings:
         p["ts"] = p["ts"].isoformat()
     return {"driver_id": driver_id, "pings": pings, "next_after_seq": pings[-1]["seq"] if len(pings) == limit else None}
