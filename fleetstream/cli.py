@@ -55,7 +55,9 @@ def stack_status(only: OnlyOpt = None) -> None:
     table = Table("service", "port", "pid", "state", "health", "log")
     for st in statuses:
         health = "[green]healthy[/green]" if st.healthy else "[red]down[/red]"
-        table.add_row(st.name, str(st.port), str(st.pid or "-"), st.state, health, st.log)
+        log = Path(st.log)
+        table.add_row(st.name, str(st.port), str(st.pid or "-"), st.state, health,
+                      str(log.relative_to(Path.cwd())) if log.is_relative_to(Path.cwd()) else st.log)  # fmt: skip
     console.print(table)
     if not all(st.healthy for st in statuses):
         raise typer.Exit(1)
