@@ -184,14 +184,22 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     }
     topics = ["telemetry.raw", "telemetry.clean", "geofence.events", "drivers.status"]
     await commit_end_offsets(app_id, topics)
+    await commit_end_offsets(f"{app_id}-store", topics)
+    # As `fleetstream demo` runs it: live path and MongoDB history in two consumer groups.
     worker = spawn(
-        [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning"], env, tmp / "worker.log"
-    )
+        [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning",
+         "--agents", "clean,driver_state,geofence,publish"], env, tmp / "worker.log"
+    )  # fmt: skip
+    store = spawn(
+        [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning", "--agents", "store",
+         "--app-id", f"{app_id}-store", "--web-port", "6073"], env, tmp / "store.log"
+    )  # fmt: skip
     api_port = 8071
     apis = [spawn([sys.executable, "-m", "fleetstream.cli", "api", "--port", str(api_port)], env, tmp / "api.log")]
     url = f"http://127.0.0.1:{api_port}"
     try:
         wait_http("http://127.0.0.1:6071/ready")
+        wait_http("http://127.0.0.1:6073/ready")
         wait_http(f"{url}/readyz")
         from api.security import admin_token
 
@@ -204,7 +212,8 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         mongo = AsyncIOMotorClient(S.mongo_dsn)
         admin_client = AIOKafkaAdminClient(bootstrap_servers=S.kafka_servers)
         await admin_client.start()
-        procs = {"worker": psutil.Process(worker.pid), "api": psutil.Process(apis[0].pid),
+        procs = {"worker": psutil.Process(worker.pid), "store": psutil.Process(store.pid),
+                 "api": psutil.Process(apis[0].pid),
                  "loadgen": psutil.Process(os.getpid()), **stack_processes()}  # fmt: skip
         proc_usage(procs)
         stats = {"accepted": 0, "errors": 0}
@@ -216,9 +225,9 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         while True:
             await asyncio.sleep(args.sample)
             now = time.monotonic()
-            stored = await metric("http://127.0.0.1:6071/metrics", "fleetstream_pings_stored_total")
+            stored = await metric("http://127.0.0.1:6073/metrics", "fleetstream_pings_stored_total")
             lag_raw = await group_lag(admin_client, app_id, "telemetry.raw")
-            lag_clean = await group_lag(admin_client, app_id, "telemetry.clean")
+            lag_clean = await group_lag(admin_client, f"{app_id}-store", "telemetry.clean")
             sample = {
                 "t": round(now - t0, 1),
                 "accepted_per_s": round((stats["accepted"] - last_acc) / (now - last_t)),
@@ -259,9 +268,9 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             "samples": samples,
         }
     finally:
-        for p in [worker, *apis]:
+        for p in [worker, store, *apis]:
             p.terminate()
-        for p in [worker, *apis]:
+        for p in [worker, store, *apis]:
             p.wait(30)
 
 

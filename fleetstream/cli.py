@@ -79,16 +79,30 @@ def worker(
         typer.Option(envvar="FLEETSTREAM_AGENTS", help="Comma-separated agent modules to run (default: all)."),
     ] = None,
     web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server (/metrics).")] = None,
+    app_id: Annotated[
+        str | None, typer.Option(help="Consumer group / app id (default FLEETSTREAM_APP_ID); see ARCHITECTURE.md.")
+    ] = None,
     loglevel: str = "info",
 ) -> None:
-    """Run a Faust worker; start several with the same app id to share partitions."""
+    """Run a Faust worker; start several with the same app id to share partitions.
+
+    Give a subset of agents its own app id to run it as a separate consumer group, e.g.
+    ``--agents store --app-id fleetstream-store``: a slow MongoDB then paces only that group.
+    """
+    import os
+
     import faust
+
+    # Before streams.app is imported: the app is built from settings at import.
+    if app_id:
+        os.environ["FLEETSTREAM_APP_ID"] = app_id
+    if web_port is not None:
+        os.environ["FLEETSTREAM_WORKER_WEB_PORT"] = str(web_port)
+    get_settings.cache_clear()
 
     from streams.app import app as faust_app
     from streams.app import load_agents
 
-    if web_port is not None:
-        faust_app.conf.web_port = web_port
     chosen = load_agents(agents.split(",") if agents else None)
     console.print(f"worker {faust_app.conf.id}: agents {', '.join(chosen)}")
     sys.argv = sys.argv[:1]

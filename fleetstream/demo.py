@@ -77,7 +77,10 @@ def run_demo(settings: Settings, duration: float | None, drivers: int, console: 
         console.print(f"[dim]topics[/dim] {line}")
     children = Children(settings.home / "logs")
     try:
-        children.start("worker", "worker")
+        # Live path and MongoDB history in separate consumer groups: a slow store cannot delay live state.
+        children.start("worker", "worker", "--agents", "clean,driver_state,geofence,publish")
+        children.start("store", "worker", "--agents", "store", "--app-id", f"{settings.app_id}-store",
+                       "--web-port", str(settings.worker_web_port + 1))  # fmt: skip
         for i in range(settings.api_replicas):
             children.start(f"api-{i}", "api", "--port", str(settings.api_port + i))
         url = f"http://{settings.host}:{settings.nginx_port}"
