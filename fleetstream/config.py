@@ -63,7 +63,6 @@ class Settings(BaseSettings):
 
     # --- validation of what devices send
     max_batch_pings: int = 500
-    max_string_length: int = 256
     max_future_skew_s: float = 300.0
     max_ping_age_s: float = 7 * 24 * 3600.0
 

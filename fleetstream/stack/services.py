@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -36,8 +37,6 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def run(args: list[str], what: str, log: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     """Run an install step to completion, keeping its output in ``log`` for the error message."""
-    import os
-
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(args)}\n".encode())
