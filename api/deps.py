@@ -11,7 +11,9 @@ from api.resources import Resources
 from api.security import Principal
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, a
+    # hop that cost about a tenth of the API's CPU on the telemetry hot path.
     return request.app.state.resources
 
 

@@ -21,12 +21,12 @@ from pydantic import TypeAdapter, ValidationError
 from api.resources import KafkaGate
 from api.security import Principal
 from fleetstream.config import Settings
-from schemas import GpsPing, TelemetryBatch, encode
+from schemas import GpsPing, IngestPing, TelemetryBatch, encode
 
 PINGS_ACCEPTED = Counter("fleetstream_ingest_pings_accepted_total", "Pings accepted by the API")
 PINGS_REJECTED = Counter("fleetstream_ingest_pings_rejected_total", "Pings rejected by the API", ["reason"])
-_PING = TypeAdapter(GpsPing)
-_PINGS = TypeAdapter(list[GpsPing])
+_PING = TypeAdapter(IngestPing)
+_PINGS = TypeAdapter(list[IngestPing])
 
 
 class IngestError(Exception):
@@ -107,9 +107,8 @@ async def publish(kafka: KafkaGate, settings: Settings, batch: TelemetryBatch) -
     if not kafka.ready or kafka.producer is None:
         raise IngestError(503, "telemetry pipeline unavailable (Kafka not connected)", retry)
     try:
-        fut = await asyncio.wait_for(
-            kafka.producer.send("telemetry.raw", encode(batch), key=batch.driver_id.encode()), settings.ingest_timeout_s
-        )
+        send = kafka.producer.send(settings.topic("telemetry.raw"), encode(batch), key=batch.driver_id.encode())
+        fut = await asyncio.wait_for(send, settings.ingest_timeout_s)
         await asyncio.wait_for(fut, settings.ingest_timeout_s)
     except (KafkaError, TimeoutError) as exc:
         raise IngestError(503, f"telemetry pipeline unavailable: {type(exc).__name__}", retry) from exc

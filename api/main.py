@@ -11,6 +11,7 @@ from fastapi.responses import ORJSONResponse
 from api.resources import Resources
 from api.routes import devices, drivers, health, metrics, telemetry, zones
 from fleetstream.config import get_settings
+from fleetstream.runtime import tune_gc
 
 
 def create_app() -> FastAPI:
@@ -20,6 +21,7 @@ def create_app() -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Resources.open(settings) as res:
             app.state.resources = res
+            tune_gc()
             yield
 
     app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)

@@ -27,7 +27,7 @@ from streams.throttle import Throttle
 
 async def main() -> None:
     s = get_settings()
-    consumer = make_consumer(s, "telemetry.raw", group_id=s.app_id, max_poll_records=2000)
+    consumer = make_consumer(s, s.topic("telemetry.raw"), group_id=s.app_id, max_poll_records=2000)
     await consumer.start()
     r = aioredis.from_url(s.redis_dsn, decode_responses=True)
     update = r.register_script(UPDATE_POSITION)

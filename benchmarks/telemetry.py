@@ -39,7 +39,11 @@ from fleetstream.config import get_settings
 from fleetstream.kafka import make_consumer
 
 ROOT = Path(__file__).resolve().parent.parent
+# Its own topics (bench.telemetry.raw, ...): the demo's consumer groups never see this load.
+os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
+get_settings.cache_clear()
 S = get_settings()
+T_RAW, T_CLEAN = S.topic("telemetry.raw"), S.topic("telemetry.clean")
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -92,13 +96,22 @@ class Devices:
         self.batch = batch
         self.seq = dict.fromkeys(self.ids, 0)
         self.start = datetime.now(UTC) - timedelta(hours=1)
+        self._iso: dict[int, str] = {}
+
+    def iso(self, s: int) -> str:
+        # Every driver walks the same seq/ts sequence: format each instant once (the load
+        # generator shares the two cores with what it measures).
+        t = self._iso.get(s)
+        if t is None:
+            t = self._iso[s] = (self.start + timedelta(seconds=s)).isoformat()
+        return t
 
     def body(self, d: str) -> bytes:
         s0 = self.seq[d]
         self.seq[d] = s0 + self.batch
         base = hash(d) % 1000 / 10000
         pings = [
-            {"seq": s, "ts": (self.start + timedelta(seconds=s)).isoformat(), "lat": 52.4 + base + s * 1e-5,
+            {"seq": s, "ts": self.iso(s), "lat": 52.4 + base + s * 1e-5,
              "lon": 13.3 + base, "accuracy_m": 5.0, "speed_mps": 1.1, "heading_deg": 0.0}
             for s in range(s0, s0 + self.batch)
         ]  # fmt: skip
@@ -182,7 +195,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         "FLEETSTREAM_WORKER_WEB_PORT": "6071",
         "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "300",
     }
-    topics = ["telemetry.raw", "telemetry.clean", "geofence.events", "drivers.status"]
+    topics = [T_RAW, T_CLEAN, S.topic("geofence.events"), S.topic("drivers.status")]
     await commit_end_offsets(app_id, topics)
     await commit_end_offsets(f"{app_id}-store", topics)
     # As `fleetstream demo` runs it: live path and MongoDB history in two consumer groups.
@@ -226,8 +239,8 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             await asyncio.sleep(args.sample)
             now = time.monotonic()
             stored = await metric("http://127.0.0.1:6073/metrics", "fleetstream_pings_stored_total")
-            lag_raw = await group_lag(admin_client, app_id, "telemetry.raw")
-            lag_clean = await group_lag(admin_client, f"{app_id}-store", "telemetry.clean")
+            lag_raw = await group_lag(admin_client, app_id, T_RAW)
+            lag_clean = await group_lag(admin_client, f"{app_id}-store", T_CLEAN)
             sample = {
                 "t": round(now - t0, 1),
                 "accepted_per_s": round((stats["accepted"] - last_acc) / (now - last_t)),
@@ -247,6 +260,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         done_t = time.monotonic() - t0
         stored = await stored_pings(mongo[db_name])
         await admin_client.close()
+        await mongo.drop_database(db_name)  # a benchmark leaves no history behind
         mongo.close()
         steady = [s for s in samples if s["t"] <= args.duration][1:]
         return {
@@ -288,9 +302,9 @@ async def replay_phase(tmp: Path, backlog: int) -> dict[str, object]:
         env = {"FLEETSTREAM_APP_ID": app_id, "FLEETSTREAM_MONGO_DB": db_name, "FLEETSTREAM_WORKER_WEB_PORT": "6072",
                "FLEETSTREAM_CONSUMER_OFFSET_RESET": "earliest"}  # fmt: skip
         # Start both at the backlog: the last `backlog` pings of telemetry.raw are what phase 1 wrote.
-        await start_group_before_end(app_id, "telemetry.raw", backlog)
+        await start_group_before_end(app_id, T_RAW, backlog)
         if mode == "faust":
-            await commit_end_offsets(app_id, ["telemetry.clean"])
+            await commit_end_offsets(app_id, [T_CLEAN])
             cmd = [sys.executable, "-m", "fleetstream.cli", "worker", "--agents", "clean,driver_state,store",
                    "--loglevel", "warning"]  # fmt: skip
         else:
@@ -364,7 +378,10 @@ async def main() -> None:
     # Remember where telemetry.raw ends now: phase 2 replays exactly what phase 1 adds.
     c = make_consumer(S)
     await c.start()
-    tps = [TopicPartition("telemetry.raw", p) for p in range(S.telemetry_partitions)]
+    from streams.topics import ensure_topics
+
+    await ensure_topics(S)
+    tps = [TopicPartition(T_RAW, p) for p in range(S.telemetry_partitions)]
     ends = await c.end_offsets(tps)
     await c.stop()
     (S.home / "bench-start-offsets.json").write_text(json.dumps({str(tp.partition): o for tp, o in ends.items()}))

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     # --- Kafka / Faust
     app_id: str = "fleetstream"
+    #: Prefix of every project topic (``bench`` → ``bench.telemetry.raw``), so benchmarks and
+    #: other environments sharing a broker never leave a backlog in the demo's topics.
+    topic_namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")
     telemetry_partitions: int = 8
     default_partitions: int = 8
     faust_store: str = "memory://"
@@ -77,6 +80,10 @@ class Settings(BaseSettings):
     # --- security (random secrets under FLEETSTREAM_HOME/secrets unless set; never committed)
     jwt_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of project topic ``name`` in this namespace."""
+        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
 
     @property
     def kafka_servers(self) -> str:

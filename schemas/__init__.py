@@ -16,7 +16,7 @@ from schemas.bookings import (
 )
 from schemas.codec import MESSAGE_ADAPTER, Message, decode, encode
 from schemas.events import DeadLetter, DriverStatus, DriverStatusEvent, EtaUpdate, GeofenceEvent, Notification
-from schemas.telemetry import GpsPing, TelemetryBatch
+from schemas.telemetry import GpsPing, IngestPing, TelemetryBatch
 from schemas.zones import Circle, ZoneIn
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "GeoPoint",
     "GeofenceEvent",
     "GpsPing",
+    "IngestPing",
     "Message",
     "Notification",
     "ParcelSize",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
 from fleetstream.config import get_settings
 from schemas.base import Envelope, Ident, Latitude, Longitude, Model, UtcDatetime
@@ -31,17 +31,28 @@ class GpsPing(Model):
 
     driver_id: Ident
     seq: int = Field(ge=0, le=2**53)
-    ts: UtcDatetime
+    #: Normalised to UTC by :class:`IngestPing` at the edge; records we encode carry UTC, and
+    #: decoding them again skips a Python call per ping (a tenth of a worker's decode time).
+    ts: AwareDatetime
     lat: Latitude
     lon: Longitude
     accuracy_m: float | None = Field(default=None, ge=0.0, le=100_000.0)
     speed_mps: float | None = Field(default=None, ge=0.0, le=150.0)
     heading_deg: float | None = Field(default=None, ge=0.0, lt=360.0)
 
+
+class IngestPing(GpsPing):
+    """A ping as the API receives it: also checks the device clock against ``context["now"]``.
+
+    A subclass rather than a validator on ``GpsPing``: time checks belong to ingest (a
+    record replayed from Kafka next week is still valid), and every stream decode of
+    ``GpsPing`` would otherwise pay for the call.
+    """
+
     @field_validator("ts")
     @classmethod
     def _ingest_window(cls, ts: datetime, info: ValidationInfo) -> datetime:
-        # Time checks belong to ingest: a record replayed from Kafka next week is still valid.
+        ts = ts.astimezone(UTC)
         now = (info.context or {}).get("now")
         if now is not None:
             check_device_time(ts, now)

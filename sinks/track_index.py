@@ -67,5 +67,5 @@ async def bucket_ids(
 
 
 async def fetch_buckets(db: AsyncIOMotorDatabase, ids: Sequence[str]) -> list[dict[str, Any]]:
-    docs = await asyncio.gather(*(db.tracks.find_one({"_id": i}, {"pings": 1}) for i in ids))
+    docs = await asyncio.gather(*(db.tracks.find_one({"_id": i}, {"pings": 1, "fmt": 1}) for i in ids))
     return [d for d in docs if d is not None]

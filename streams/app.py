@@ -33,8 +33,6 @@ AGENT_MODULES: dict[str, str] = {
     "publish": "streams.publish",
 }
 
-_DLQ_FOR = {"telemetry.raw": "telemetry.dlq", "telemetry.clean": "telemetry.dlq"}
-
 
 class DeadLetteringTopic(faust.Topic):
     """A source topic whose undecodable records go to a dead-letter topic, with the reason.
@@ -44,7 +42,7 @@ class DeadLetteringTopic(faust.Topic):
 
     async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
         source = message.topic
-        dlq = _DLQ_FOR.get(source, "telemetry.dlq")
+        dlq = get_settings().topic("telemetry.dlq")
         raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
         record = DeadLetter(
             source_topic=source,
@@ -91,7 +89,7 @@ def topic(name: str, **kwargs: Any) -> faust.TopicT:
     spec = next(t for t in TOPICS if t.name == name)
     return DeadLetteringTopic(
         app,
-        topics=[name],
+        topics=[get_settings().topic(name)],
         partitions=partitions_for(spec, get_settings()),
         value_serializer=codec.CODEC_NAME,
         key_serializer="raw",

@@ -53,7 +53,7 @@ async def clean(stream):  # type: ignore[no-untyped-def]
                 key=key,
                 value=DeadLetter(
                     event_id=deterministic_event_id("dlq", batch.event_id, ping.seq, reason),
-                    source_topic="telemetry.raw",
+                    source_topic=raw.get_topic_name(),
                     reason=reason,
                     detail=detail,
                     key=batch.driver_id,

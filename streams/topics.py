@@ -65,23 +65,24 @@ async def ensure_topics(settings: Settings) -> list[str]:
     report: list[str] = []
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in TOPICS if t.name not in existing]
+        name = settings.topic
+        missing = [t for t in TOPICS if name(t.name) not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(t.name, partitions_for(t, settings), 1, topic_configs=t.kafka_config()) for t in missing]
-            )
-            report += [f"created {t.name} ({partitions_for(t, settings)} partitions)" for t in missing]
-        present = [t for t in TOPICS if t.name in existing]
+            cfg = {t.name: t.kafka_config() for t in missing}
+            new = [NewTopic(name(t.name), partitions_for(t, settings), 1, topic_configs=cfg[t.name]) for t in missing]
+            await admin.create_topics(new)
+            report += [f"created {name(t.name)} ({partitions_for(t, settings)} partitions)" for t in missing]
+        present = [t for t in TOPICS if name(t.name) in existing]
         if present:
-            described = await admin.describe_topics([t.name for t in present])
+            described = await admin.describe_topics([name(t.name) for t in present])
             counts = {d["topic"]: len(d["partitions"]) for d in described}
             for t in present:
-                want, have = partitions_for(t, settings), counts.get(t.name, 0)
+                want, have = partitions_for(t, settings), counts.get(name(t.name), 0)
                 if have < want:
-                    await admin.create_partitions({t.name: NewPartitions(want)})
-                    report.append(f"grew {t.name} from {have} to {want} partitions")
+                    await admin.create_partitions({name(t.name): NewPartitions(want)})
+                    report.append(f"grew {name(t.name)} from {have} to {want} partitions")
                 else:
-                    report.append(f"ok {t.name} ({have} partitions)")
+                    report.append(f"ok {name(t.name)} ({have} partitions)")
     finally:
         await admin.close()
     return report

@@ -19,6 +19,11 @@ from fleetstream.stack.process import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Each run writes MongoDB history into its own database, dropped at the end: FerretDB's
+# lookups grow with collection size, so a developer machine's accumulated demo history
+# would otherwise slow these tests down run after run. Subprocesses inherit it.
+os.environ.setdefault("FLEETSTREAM_MONGO_DB", f"test_{uuid.uuid4().hex[:8]}")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,14 +37,26 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def stack(settings: Settings) -> Settings:
+def stack(settings: Settings) -> Iterator[Settings]:
     """The whole stack, healthy, with the project's topics created."""
     from fleetstream.stack import Stack
     from streams.topics import ensure_topics
 
     Stack(settings).up()
     asyncio.run(ensure_topics(settings))
-    return settings
+    yield settings
+    if settings.mongo_db.startswith("test_"):
+        asyncio.run(_drop_database(settings))
+
+
+async def _drop_database(settings: Settings) -> None:
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    client: AsyncIOMotorClient = AsyncIOMotorClient(settings.mongo_dsn)
+    try:
+        await client.drop_database(settings.mongo_db)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -18,10 +18,12 @@ from schemas import (
     DriverStatusEvent,
     GeoPoint,
     GpsPing,
+    IngestPing,
     TelemetryBatch,
     decode,
     encode,
 )
+from schemas.track import bucket_pings, track_bucket
 
 ident = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
 instant = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
@@ -74,6 +76,27 @@ def test_telemetry_batch_round_trips_exactly(batch: TelemetryBatch) -> None:
     assert type(back) is TelemetryBatch
     assert back == batch
     assert encode(back) == encode(batch)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches())
+def test_track_bucket_keeps_every_ping(batch: TelemetryBatch) -> None:
+    pings = sorted(batch.pings, key=lambda p: p.seq)
+    doc = track_bucket(batch.driver_id, pings)
+    back = bucket_pings(doc)
+    assert [(p["seq"], p["ts"], p["lat"], p["lon"]) for p in back] == [(p.seq, p.ts, p.lat, p.lon) for p in pings]
+    for got, want in zip(back, pings, strict=True):
+        for f in ("accuracy_m", "speed_mps", "heading_deg"):
+            w = getattr(want, f)
+            assert (got[f] is None) == (w is None)
+            if w is not None:  # stored as float32
+                assert math.isclose(got[f], w, rel_tol=1e-6, abs_tol=1e-30)
+    assert doc["_id"] == f"{batch.driver_id}:{pings[0].seq}" and doc["n"] == len(pings)
+
+
+def test_track_bucket_of_unknown_format_is_an_error() -> None:
+    with pytest.raises(ValueError, match="format"):
+        bucket_pings({"_id": "x", "fmt": 99, "pings": b""})
 
 
 @settings(max_examples=100, deadline=None)
@@ -141,7 +164,7 @@ def test_device_clock_checked_at_ingest_only() -> None:
     old = _ping(ts=(now - timedelta(days=30)).isoformat())
     for bad, word in ((future, "future"), (old, "horizon")):
         with pytest.raises(ValidationError) as exc:
-            GpsPing.model_validate(bad, context={"now": now})
+            IngestPing.model_validate(bad, context={"now": now})
         assert "ts" in _fields(exc.value)
         assert word in str(exc.value)
         # Replaying an old record from Kafka (no ingest context) must still decode.
@@ -196,3 +219,10 @@ def test_schema_export_writes_valid_json_schema(tmp_path) -> None:  # type: igno
     ping_schema = json.loads((tmp_path / "GpsPing.json").read_text())
     assert ping_schema["properties"]["lat"]["maximum"] == 90.0
     assert "seq" in ping_schema["required"]
+
+
+def test_ingest_normalises_device_time_to_utc() -> None:
+    local = datetime.now(UTC).astimezone(timezone(timedelta(hours=2)))
+    ping = IngestPing.model_validate(_ping(ts=local.isoformat()), context={"now": datetime.now(UTC)})
+    assert ping.ts.utcoffset() == timedelta(0) and ping.ts == local
+    assert encode(ping).count(b"+02:00") == 0

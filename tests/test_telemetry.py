@@ -19,6 +19,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 
 from fleetstream.config import Settings
 from schemas import DeadLetter, DriverStatusEvent, GeofenceEvent, GpsPing, TelemetryBatch, encode
+from schemas.track import bucket_pings
 from tests.conftest import Pipeline, Proc, TopicTail, _status, free_port, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -40,8 +41,19 @@ async def post(client: httpx.AsyncClient, p: Pipeline, token: str, pings: list[d
 
 
 async def stored_seqs(db, driver: str) -> list[int]:  # type: ignore[no-untyped-def]
-    """Every stored ping's seq for a driver, duplicates included (buckets flattened)."""
-    return [p["seq"] async for d in db.tracks.find({"driver_id": driver}) for p in d["pings"]]
+    """Every stored ping's seq for a driver, duplicates included (buckets flattened).
+
+    Buckets are found through the Redis bucket directory and fetched by ``_id``: a query
+    by driver scans the whole collection on FerretDB (seconds once a machine has a history).
+    """
+    r = aioredis.from_url(Settings().redis_dsn)
+    try:
+        ids = [i.decode() for i in await r.zrange(f"track:{driver}:seq", 0, -1)]
+    finally:
+        await r.aclose()
+    docs = [await db.tracks.find_one({"_id": i}) for i in ids]
+    assert all(d is not None for d in docs), "the directory lists a bucket MongoDB does not have"
+    return [p["seq"] for d in docs for p in bucket_pings(d)]
 
 
 async def eventually(check, timeout: float = 30.0, interval: float = 0.3):  # type: ignore[no-untyped-def]
