@@ -1,5 +1,8 @@
 """Turning a bearer token into a :class:`Principal` (HTTP and WebSocket alike).
 
+Three kinds: the admin token (bootstrap), user access tokens (JWT, verified without a
+database), and driver device tokens (looked up, hashed).
+
 Device-token checks are cached in-process for a few seconds: ingest runs at tens of
 thousands of requests per second and must not hit MongoDB for each. A revocation
 therefore takes effect within ``device_token_cache_s``.
@@ -12,7 +15,15 @@ from dataclasses import dataclass, field
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
-from api.security import Principal, admin_token, hash_secret, same, split_device_token, token_pepper
+from api.security import (
+    Principal,
+    admin_token,
+    hash_secret,
+    read_access_token,
+    same,
+    split_device_token,
+    token_pepper,
+)
 from fleetstream.config import Settings
 
 
@@ -35,7 +46,11 @@ class Authenticator:
             return Principal(subject="admin", role="admin")
         parts = split_device_token(token)
         if parts is None:
-            return None
+            claims = read_access_token(self.settings, token, self._pepper)
+            if claims is None:
+                return None
+            sub, role = str(claims["sub"]), str(claims["role"])
+            return Principal(subject=sub, role=role, driver_id=sub if role == "driver" else None)
         now = time.monotonic()
         hit = self._cache.get(token)
         if hit is not None and hit[0] > now:

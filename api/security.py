@@ -1,8 +1,10 @@
-"""Credentials: admin token, driver device tokens (hashed at rest, revocable).
+"""Credentials: passwords, access tokens (JWT), refresh and device tokens, the admin token.
 
-Device tokens are 256-bit random secrets, so a fast keyed hash (HMAC-SHA256) is the
-right tool for storing them; slow password hashing (argon2) is for human passwords.
-A token reads ``fsd_<id>.<secret>``: the id finds the record, the secret proves it.
+Device and refresh tokens are 256-bit random secrets, so a fast keyed hash
+(HMAC-SHA256) is the right tool for storing them; slow password hashing (argon2) is
+for human passwords. Such a token reads ``<prefix><id>.<secret>``: the id finds the
+record, the secret proves it. Access tokens are short-lived signed JWTs checked
+without a database round trip; revocation works through the refresh tokens.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
 
 from fleetstream.config import Settings
 
 DEVICE_PREFIX = "fsd_"
+REFRESH_PREFIX = "fsr_"
+ROLES = ("customer", "driver", "dispatcher", "admin")
+_JWT_ALG = "HS256"
+_PASSWORDS = PasswordHasher()
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,10 @@ class Principal:
 
     @property
     def sees_all_drivers(self) -> bool:
+        return self.role in ("dispatcher", "admin")
+
+    @property
+    def sees_all_bookings(self) -> bool:
         return self.role in ("dispatcher", "admin")
 
 
@@ -54,16 +69,55 @@ def token_pepper(settings: Settings) -> bytes:
 
 def new_device_token() -> tuple[str, str, str]:
     """Returns (token_id, secret, full token shown once to the caller)."""
+    return new_opaque_token(DEVICE_PREFIX)
+
+
+def new_opaque_token(prefix: str) -> tuple[str, str, str]:
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    return token_id, secret, f"{DEVICE_PREFIX}{token_id}.{secret}"
+    return token_id, secret, f"{prefix}{token_id}.{secret}"
+
+
+def split_token(token: str, prefix: str) -> tuple[str, str] | None:
+    if not token.startswith(prefix) or "." not in token:
+        return None
+    token_id, _, secret = token[len(prefix) :].partition(".")
+    return (token_id, secret) if token_id and secret else None
 
 
 def split_device_token(token: str) -> tuple[str, str] | None:
-    if not token.startswith(DEVICE_PREFIX) or "." not in token:
+    return split_token(token, DEVICE_PREFIX)
+
+
+def hash_password(password: str) -> str:
+    """argon2id; slow on purpose (tens of ms): call it off the event loop."""
+    return _PASSWORDS.hash(password)
+
+
+def verify_password(stored: str, password: str) -> bool:
+    try:
+        return _PASSWORDS.verify(stored, password)
+    except (VerifyMismatchError, InvalidHashError):
+        return False
+
+
+def issue_access_token(settings: Settings, user_id: str, role: str, ttl_s: float) -> str:
+    now = int(time.time())
+    claims = {"sub": user_id, "role": role, "iat": now, "exp": now + int(ttl_s), "typ": "access"}
+    return jwt.encode(claims, token_pepper(settings), algorithm=_JWT_ALG)
+
+
+def read_access_token(settings: Settings, token: str, pepper: bytes | None = None) -> dict[str, object] | None:
+    """The claims of a valid, unexpired access token; None for anything else."""
+    try:
+        claims = jwt.decode(
+            token, pepper or token_pepper(settings), algorithms=[_JWT_ALG], options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError:
         return None
-    token_id, _, secret = token[len(DEVICE_PREFIX) :].partition(".")
-    return (token_id, secret) if token_id and secret else None
+    if claims.get("typ") != "access" or claims.get("role") not in ROLES:
+        return None
+    return claims
 
 
 def hash_secret(secret: str, pepper: bytes) -> str:

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     max_accuracy_m: float = 100.0
     max_speed_mps: float = 70.0
 
+    # --- accounts
+    access_token_ttl_s: float = 900.0
+    refresh_token_ttl_s: float = 30 * 24 * 3600.0
+    #: Failed logins per account, and attempts per client address, within ``login_window_s``.
+    login_max_failures_per_account: int = 5
+    login_max_attempts_per_address: int = 30
+    login_window_s: float = 900.0
+
     # --- security (random secrets under FLEETSTREAM_HOME/secrets unless set; never committed)
     jwt_secret: SecretStr | None = None
     admin_token: SecretStr | None = None

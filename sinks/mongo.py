@@ -37,6 +37,8 @@ async def ensure_indexes(db: AsyncIOMotorDatabase) -> None:
     await db.geofence_events.create_index([("driver_id", ASCENDING), ("at", DESCENDING)], name="driver_at")
     await db.geofence_events.create_index([("zone_id", ASCENDING), ("at", DESCENDING)], name="zone_at")
     await db.devices.create_index([("driver_id", ASCENDING)], name="driver")
+    await db.users.create_index([("email", ASCENDING)], name="email", unique=True)
+    await db.refresh_tokens.create_index([("family", ASCENDING)], name="family")
 
 
 async def read_track(

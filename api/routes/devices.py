@@ -1,13 +1,14 @@
-"""Driver device tokens: issued by an admin, shown once, stored hashed, revocable."""
+"""Driver device tokens: issued to a driver account, shown once, stored hashed, revocable."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from api.deps import AdminDep, ResourcesDep
+from api.accounts import AccountError, ensure_driver_account
+from api.deps import AdminDep, PrincipalDep, ResourcesDep
 from api.security import hash_secret, new_device_token, token_pepper
 from schemas.base import Ident
 
@@ -15,8 +16,24 @@ router = APIRouter(tags=["devices"])
 DriverId = Annotated[Ident, Path()]
 
 
-@router.post("/v1/drivers/{driver_id}/devices", status_code=201)
-async def issue_device_token(driver_id: DriverId, res: ResourcesDep, _: AdminDep) -> dict[str, str]:
+@router.post("/v1/drivers/{driver_id}/devices", status_code=201, responses={403: {}, 409: {}})
+async def issue_device_token(driver_id: DriverId, res: ResourcesDep, principal: PrincipalDep) -> Any:
+    """A new device token of a driver account (created without password if missing).
+
+    Admins and dispatchers issue tokens for any driver; a driver logged in with a user
+    account issues tokens for its own phones; a device token cannot issue tokens.
+    """
+    own = (
+        principal.role == "driver" and principal.driver_id == driver_id and not principal.subject.startswith("device:")
+    )
+    if not (principal.sees_all_drivers or own):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only admins, dispatchers or the driver itself issue device tokens"
+        )
+    try:
+        await ensure_driver_account(res.db, driver_id)
+    except AccountError as exc:
+        raise HTTPException(exc.status, exc.detail) from exc
     token_id, secret, token = new_device_token()
     await res.db.devices.insert_one(
         {
