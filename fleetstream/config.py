@@ -77,6 +77,19 @@ class Settings(BaseSettings):
     max_accuracy_m: float = 100.0
     max_speed_mps: float = 70.0
 
+    # --- bookings and matching
+    #: How long the API waits for the booking agent's verdict before answering 202 "pending".
+    booking_reply_timeout_s: float = 5.0
+    offer_timeout_s: float = 30.0
+    #: Bookings due for matching are gathered this often and assigned together.
+    match_window_s: float = 2.0
+    match_timeout_s: float = 120.0
+    match_radii_m: tuple[float, ...] = (1_000.0, 3_000.0, 7_000.0, 15_000.0)
+    match_candidates: int = 20
+    #: Straight-line distance x this = road distance, for ETAs.
+    road_factor: float = 1.35
+    default_speed_mps: float = 8.0
+
     # --- accounts
     access_token_ttl_s: float = 900.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0

@@ -40,6 +40,10 @@ BookingCommandType = Literal[
     "booking.mark_arrived",
     "booking.mark_picked_up",
     "booking.mark_delivered",
+    # issued by the platform itself (actor_role "system"): matching, offer timer, expiry
+    "booking.offer",
+    "booking.offer_timeout",
+    "booking.expire",
 ]
 
 BookingEventType = Literal[
@@ -81,16 +85,29 @@ class BookingCommand(Envelope):
     window: TimeWindow | None = None
     reason: ShortText | None = None
     proof: ShortText | None = None
+    #: booking.offer / booking.offer_timeout: the driver concerned; offer: until when it stands.
+    driver_id: Ident | None = None
+    offer_deadline: UtcDatetime | None = None
+    #: booking.offer: the estimated pickup time the offer was ranked by.
+    eta_s: float | None = Field(default=None, ge=0.0)
 
     @model_validator(mode="after")
     def _request_has_route(self) -> BookingCommand:
         if self.type == "booking.request" and (self.pickup is None or self.dropoff is None):
             raise ValueError("booking.request needs pickup and dropoff")
+        if self.type == "booking.offer" and (self.driver_id is None or self.offer_deadline is None):
+            raise ValueError("booking.offer needs driver_id and offer_deadline")
+        if self.type == "booking.offer_timeout" and self.driver_id is None:
+            raise ValueError("booking.offer_timeout needs driver_id")
         return self
 
 
 class BookingEvent(Envelope):
-    """One accepted transition; ``status`` is the booking's state after it."""
+    """One accepted transition, carrying the whole booking as it is after it.
+
+    Consumers (MongoDB sink, notifications, ETAs) need no other lookup; ``version``
+    counts transitions, so a sink keeps the newest and ignores replays of older ones.
+    """
 
     type: BookingEventType
     booking_id: uuid.UUID
@@ -99,7 +116,13 @@ class BookingEvent(Envelope):
     driver_id: Ident | None = None
     pickup: GeoPoint | None = None
     dropoff: GeoPoint | None = None
+    parcel_size: ParcelSize | None = None
+    notes: ShortText | None = None
+    window: TimeWindow | None = None
     offer_deadline: UtcDatetime | None = None
+    eta_s: float | None = Field(default=None, ge=0.0)
     reason: ShortText | None = None
     proof: ShortText | None = None
+    created_at: UtcDatetime | None = None
+    command_id: uuid.UUID | None = None
     version: int = Field(default=0, ge=0)

@@ -25,7 +25,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, NetworkTimeout
 from schemas.track import bucket_pings, track_bucket
 from sinks.base import BatchSink
 
-__all__ = ["DriverStateSink", "InsertOnceSink", "ensure_indexes", "read_track", "track_bucket"]
+__all__ = ["DriverStateSink", "InsertOnceSink", "LatestSink", "ensure_indexes", "read_track", "track_bucket"]
 
 DUPLICATE_KEY = 11000
 
@@ -37,6 +37,9 @@ async def ensure_indexes(db: AsyncIOMotorDatabase) -> None:
     await db.geofence_events.create_index([("driver_id", ASCENDING), ("at", DESCENDING)], name="driver_at")
     await db.geofence_events.create_index([("zone_id", ASCENDING), ("at", DESCENDING)], name="zone_at")
     await db.devices.create_index([("driver_id", ASCENDING)], name="driver")
+    await db.bookings.create_index([("customer_id", ASCENDING), ("created_at", DESCENDING)], name="customer")
+    await db.bookings.create_index([("driver_id", ASCENDING), ("created_at", DESCENDING)], name="driver")
+    await db.booking_events.create_index([("booking_id", ASCENDING), ("version", ASCENDING)], name="booking")
     await db.users.create_index([("email", ASCENDING)], name="email", unique=True)
     await db.refresh_tokens.create_index([("family", ASCENDING)], name="family")
 
@@ -114,39 +117,47 @@ class InsertOnceSink(BatchSink[dict[str, Any]]):
                 raise
 
 
-class DriverStateSink(BatchSink[dict[str, Any]]):
-    """Latest state per driver, newest sequence wins (replays cannot move a driver back).
+class LatestSink(BatchSink[dict[str, Any]]):
+    """Latest document per ``_id``, the highest ``version_field`` wins (replays cannot move one back).
 
-    Read the stored sequence numbers of the chunk with one ``$in`` query, then upsert by
-    ``_id`` alone the drivers whose new state is newer. The guard lives in the read, not
-    in the update filter: on FerretDB v1 any filter beyond ``_id`` equality scans the
-    collection (a guarded update cost 9.5 ms of server CPU at 500 drivers, ``_id`` alone
-    1.9 ms), and a guarded upsert that loses answers with an error pymongo cannot parse.
-    Each driver has one writer (its partition's owner in the store group), so nothing
-    writes between the read and the update except during a rebalance hand-over, and the
-    next state written repairs that.
+    Read the stored versions of the chunk with one ``$in`` query, then upsert by ``_id``
+    alone the documents that are newer. The guard lives in the read, not in the update
+    filter: on FerretDB v1 any filter beyond ``_id`` equality scans the collection (a
+    guarded update cost 9.5 ms of server CPU at 500 drivers, ``_id`` alone 1.9 ms), and
+    a guarded upsert that loses answers with an error pymongo cannot parse. Each key has
+    one writer (its partition's owner in the store group), so nothing writes between the
+    read and the update except during a rebalance hand-over; the next write repairs that.
     """
 
-    name = "mongo.drivers"
     retry_on = (AutoReconnect, NetworkTimeout, ConnectionError, OSError)
     # FerretDB v1.24 never answers an update batch of 100 or more operations (the
     # connection hangs, then the whole server); MongoDB splits batches itself anyway.
     max_chunk = 90
 
-    def __init__(self, db: AsyncIOMotorDatabase) -> None:
-        self.coll = db.drivers
+    def __init__(self, db: AsyncIOMotorDatabase, collection: str, version_field: str) -> None:
+        self.coll = db[collection]
+        self.field = version_field
+        self.name = f"mongo.{collection}"
 
     async def write_chunk(self, items: Sequence[dict[str, Any]]) -> None:
+        f = self.field
         latest: dict[str, dict[str, Any]] = {}
         for doc in items:
             cur = latest.get(doc["_id"])
-            if cur is None or doc["seq"] >= cur["seq"]:
+            if cur is None or doc[f] >= cur[f]:
                 latest[doc["_id"]] = doc
-        stored = {d["_id"]: d.get("seq", -1) async for d in self.coll.find({"_id": {"$in": list(latest)}}, {"seq": 1})}
+        stored = {d["_id"]: d.get(f, -1) async for d in self.coll.find({"_id": {"$in": list(latest)}}, {f: 1})}
         ops = [
             UpdateOne({"_id": i}, {"$set": d}, upsert=True)
             for i, d in latest.items()
-            if i not in stored or stored[i] < d["seq"]
+            if i not in stored or stored[i] < d[f]
         ]
         if ops:
             await self.coll.bulk_write(ops, ordered=False)
+
+
+class DriverStateSink(LatestSink):
+    """Latest state per driver, by ping sequence number."""
+
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        super().__init__(db, "drivers", "seq")

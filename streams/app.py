@@ -31,6 +31,8 @@ AGENT_MODULES: dict[str, str] = {
     "geofence": "streams.geofence",
     "store": "streams.store",
     "publish": "streams.publish",
+    "bookings": "streams.bookings",
+    "matching": "streams.matching",
 }
 
 

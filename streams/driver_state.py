@@ -37,12 +37,15 @@ state_table = table(
     use_partitioner=True,
 )
 
-# KEYS: driver hash, geo set, last-seen zset.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
-# Returns 1 when the driver was offline (or unknown) and is now online.
+# KEYS: driver hash, geo set, last-seen zset, reservation.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
+# Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it).
 UPDATE_POSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 local came_online = 0
-if (not status) or status == 'offline' then status = 'online'; came_online = 1 end
+if (not status) or status == 'offline' then
+  if redis.call('EXISTS', KEYS[4]) == 1 then status = 'busy' else status = 'online' end
+  came_online = 1
+end
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'speed_mps', ARGV[4], 'heading_deg', ARGV[5],
            'ts', ARGV[6], 'seq', ARGV[7], 'seen', ARGV[8], 'status', status)
 if status == 'online' then redis.call('GEOADD', KEYS[2], ARGV[3], ARGV[2], ARGV[1]) end
@@ -95,7 +98,7 @@ async def track_drivers(stream):  # type: ignore[no-untyped-def]
                 "ts": last.ts.isoformat(), "seq": last.seq,
             }  # fmt: skip
             await update(
-                keys=[f"driver:{batch.driver_id}", GEO_KEY, SEEN_KEY],
+                keys=[f"driver:{batch.driver_id}", GEO_KEY, SEEN_KEY, f"reserve:driver:{batch.driver_id}"],
                 args=[batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
                       _fmt(last.heading_deg), last.ts.isoformat(), last.seq, now],
                 client=pipe,

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from fleetstream.config import get_settings
-from schemas import GeofenceEvent, TelemetryBatch
-from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
+from schemas import BookingEvent, GeofenceEvent, TelemetryBatch
+from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, ensure_indexes, track_bucket
 from sinks.track_index import TrackIndexSink
 from streams import resources
 from streams.app import app, topic
@@ -21,6 +21,7 @@ from streams.throttle import Throttle
 
 clean_topic = topic("telemetry.clean")
 geofence_topic = topic("geofence.events")
+booking_events_topic = topic("bookings.events")
 
 
 def latest_state(batch: TelemetryBatch) -> dict[str, Any]:
@@ -64,3 +65,23 @@ async def store_geofence_events(stream):  # type: ignore[no-untyped-def]
             if isinstance(e, GeofenceEvent)
         ]
         await sink.write(docs)
+
+
+def booking_doc(e: BookingEvent) -> dict[str, Any]:
+    doc = e.model_dump(mode="python", exclude={"event_id", "type", "schema_version", "occurred_at", "command_id"})
+    doc["booking_id"] = str(e.booking_id)
+    return {**doc, "_id": str(e.booking_id), "updated_at": e.occurred_at}
+
+
+@app.agent(booking_events_topic)
+async def store_bookings(stream):  # type: ignore[no-untyped-def]
+    """Every booking event once (``booking_events``, by event id) and each booking's latest version (``bookings``)."""
+    db = resources.db()
+    history, latest = InsertOnceSink(db, "booking_events"), LatestSink(db, "bookings", "version")
+    async for events in stream.take(500, within=0.2):
+        RECORDS.labels("store_bookings").inc(len(events))
+        mine = [e for e in events if isinstance(e, BookingEvent)]
+        await history.write([{**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id),
+                              "booking_id": str(e.booking_id), "command_id": str(e.command_id)}
+                             for e in mine])  # fmt: skip
+        await latest.write([booking_doc(e) for e in mine])

@@ -1,0 +1,205 @@
+"""Bookings: customers create and cancel, drivers act on offers and jobs, staff see all.
+
+Every change is a command on ``bookings.commands`` decided by the booking agent; the
+route waits (``booking_reply_timeout_s``) for its verdict on ``reply:{command id}`` in
+Redis, so an invalid transition reaches the caller as 409 naming the current state.
+Without a verdict in time the answer is 202 "pending" (the command is written and will
+be decided). Reads come from the agent's Redis mirror, lists from MongoDB. A booking
+the caller may not see answers 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import ORJSONResponse
+from pydantic import Field
+
+from api.deps import PrincipalDep, ResourcesDep
+from api.resources import Resources
+from api.security import Principal
+from schemas import BookingCommand, BookingStatus, GeoPoint, encode
+from schemas.base import Model, ShortText
+from schemas.bookings import ParcelSize, TimeWindow
+
+router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
+_IDEM_NS = uuid.UUID("0b7f3c55-3f5e-4d0e-8a8e-5d2f1f0b6c21")
+IDEM_TTL_S = 24 * 3600
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+class BookingIn(Model):
+    pickup: GeoPoint
+    dropoff: GeoPoint
+    parcel_size: ParcelSize = ParcelSize.medium
+    notes: ShortText | None = None
+    window: TimeWindow | None = None
+
+
+class CancelIn(Model):
+    reason: ShortText | None = None
+
+
+class DeclineIn(Model):
+    reason: ShortText | None = None
+
+
+class DeliveredIn(Model):
+    proof: Annotated[ShortText, Field(min_length=1)]
+
+
+def visible(principal: Principal, booking: dict[str, Any]) -> bool:
+    if principal.sees_all_bookings:
+        return True
+    if principal.role == "customer":
+        return booking.get("customer_id") == principal.subject
+    if principal.role == "driver" and principal.driver_id is not None:
+        return booking.get("driver_id") == principal.driver_id
+    return False
+
+
+async def load(res: Resources, principal: Principal, booking_id: uuid.UUID) -> dict[str, Any]:
+    raw = await res.redis.get(f"booking:{booking_id}")
+    booking = orjson.loads(raw) if raw else None
+    if booking is None:
+        doc = await res.db.bookings.find_one({"_id": str(booking_id)})
+        booking = {**doc, "booking_id": doc["_id"]} if doc else None
+    if booking is None or not visible(principal, booking):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such booking")
+    return booking
+
+
+def view(booking: dict[str, Any]) -> dict[str, Any]:
+    hidden = {"_id", "declined_by"}
+    return {k: v for k, v in booking.items() if k not in hidden}
+
+
+async def decide(res: Resources, cmd: BookingCommand, created: bool = False) -> ORJSONResponse:
+    """Write the command (acks=all), then wait for the booking agent's verdict."""
+    if not res.kafka.ready or res.kafka.producer is None:
+        raise HTTPException(503, "booking service unavailable (Kafka not connected)", headers={"Retry-After": "5"})
+    s = res.settings
+    try:
+        send = res.kafka.producer.send(s.topic("bookings.commands"), encode(cmd), key=str(cmd.booking_id).encode())
+        await asyncio.wait_for(await asyncio.wait_for(send, s.ingest_timeout_s), s.ingest_timeout_s)
+    except Exception as exc:
+        raise HTTPException(503, f"booking service unavailable: {type(exc).__name__}",
+                            headers={"Retry-After": "5"}) from exc  # fmt: skip
+    reply = await res.redis.blpop([f"reply:{cmd.event_id}"], timeout=s.booking_reply_timeout_s)
+    if reply is None:
+        body = {"status": "pending", "booking_id": str(cmd.booking_id), "command_id": str(cmd.event_id)}
+        return ORJSONResponse(body, status_code=202)
+    verdict = orjson.loads(reply[1])
+    booking = verdict.get("booking") or {}
+    if not verdict["ok"]:
+        if not booking:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such booking")
+        return ORJSONResponse({"detail": verdict["error"], "status": booking.get("status")}, status_code=409)
+    return ORJSONResponse(view(booking), status_code=201 if created else 200)
+
+
+def command(principal: Principal, booking_id: uuid.UUID, ctype: str, **fields: Any) -> BookingCommand:
+    actor = principal.driver_id if principal.role == "driver" and principal.driver_id else principal.subject
+    return BookingCommand(type=ctype, booking_id=booking_id, actor_id=actor, actor_role=principal.role,
+                          **fields)  # type: ignore[arg-type]  # fmt: skip
+
+
+@router.post("", status_code=201, responses={200: {}, 202: {}, 409: {}, 422: {}})
+async def create_booking(
+    body: BookingIn, res: ResourcesDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None
+) -> ORJSONResponse:
+    """Book a delivery. With ``Idempotency-Key``, repeating the request returns the same booking (200)."""
+    if principal.role != "customer":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only customers book deliveries")
+    repeated = False
+    if idempotency_key:
+        booking_id = uuid.uuid5(_IDEM_NS, f"{principal.subject}|{idempotency_key}")
+        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        key = f"idem:{principal.subject}:{idempotency_key}"
+        if not await res.redis.set(key, digest, nx=True, ex=IDEM_TTL_S):
+            if await res.redis.get(key) != digest:
+                raise HTTPException(422, "Idempotency-Key was already used with a different request")
+            repeated = True
+    else:
+        booking_id = uuid.uuid4()
+    cmd = command(principal, booking_id, "booking.request", pickup=body.pickup, dropoff=body.dropoff,
+                  parcel_size=body.parcel_size, notes=body.notes, window=body.window)  # fmt: skip
+    return await decide(res, cmd, created=not repeated)
+
+
+@router.get("")
+async def list_bookings(
+    res: ResourcesDep,
+    principal: PrincipalDep,
+    status_: Annotated[BookingStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> dict[str, Any]:
+    """Newest first; a customer sees their bookings, a driver the ones offered or assigned to them."""
+    q: dict[str, Any] = {}
+    if principal.role == "customer":
+        q["customer_id"] = principal.subject
+    elif principal.role == "driver":
+        q["driver_id"] = principal.driver_id
+    elif not principal.sees_all_bookings:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "no bookings for this role")
+    if status_ is not None:
+        q["status"] = status_.value
+    docs = await res.db.bookings.find(q).sort("created_at", -1).skip(offset).limit(limit).to_list(limit)
+    items = [view({**d, "booking_id": d["_id"]}) for d in docs]
+    return {"items": items, "next_offset": offset + limit if len(items) == limit else None}
+
+
+@router.get("/{booking_id}")
+async def get_booking(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
+    return view(await load(res, principal, booking_id))
+
+
+@router.post("/{booking_id}/cancel", responses={404: {}, 409: {}})
+async def cancel(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep,
+                 body: CancelIn | None = None) -> ORJSONResponse:  # fmt: skip
+    booking = await load(res, principal, booking_id)
+    if principal.role == "driver":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a driver declines an offer instead of cancelling")
+    reason = body.reason if body else None
+    return await decide(res, command(principal, uuid.UUID(booking["booking_id"]), "booking.cancel", reason=reason))
+
+
+async def driver_action(booking_id: uuid.UUID, res: Resources, principal: Principal, ctype: str,
+                        **fields: Any) -> ORJSONResponse:  # fmt: skip
+    await load(res, principal, booking_id)
+    if principal.role == "customer":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the driver (or staff) does this")
+    return await decide(res, command(principal, booking_id, ctype, **fields))
+
+
+@router.post("/{booking_id}/accept", responses={404: {}, 409: {}})
+async def accept(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
+    return await driver_action(booking_id, res, principal, "booking.accept")
+
+
+@router.post("/{booking_id}/decline", responses={404: {}, 409: {}})
+async def decline(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep,
+                  body: DeclineIn | None = None) -> ORJSONResponse:  # fmt: skip
+    return await driver_action(booking_id, res, principal, "booking.decline", reason=body.reason if body else None)
+
+
+@router.post("/{booking_id}/arrived", responses={404: {}, 409: {}})
+async def arrived(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
+    return await driver_action(booking_id, res, principal, "booking.mark_arrived")
+
+
+@router.post("/{booking_id}/picked-up", responses={404: {}, 409: {}})
+async def picked_up(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
+    return await driver_action(booking_id, res, principal, "booking.mark_picked_up")
+
+
+@router.post("/{booking_id}/delivered", responses={404: {}, 409: {}})
+async def delivered(booking_id: uuid.UUID, body: DeliveredIn, res: ResourcesDep,
+                    principal: PrincipalDep) -> ORJSONResponse:  # fmt: skip
+    return await driver_action(booking_id, res, principal, "booking.mark_delivered", proof=body.proof)

@@ -1,0 +1,178 @@
+"""Matching: bookings waiting for a driver get offers, in batches, as a minimum-cost assignment.
+
+Every ``match_window_s`` a worker claims the due bookings of ``bookings:pending`` (a
+lease: if the worker dies they come back), looks up candidates in the geo index of
+available drivers with a widening radius, ranks them by ETA to pickup, and assigns the
+whole batch at once with the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``)
+over the ETA matrix: greedy nearest-first lets an early booking take the driver a later
+one needed far more. Each chosen driver is reserved atomically in Redis (two workers
+never hold the same driver) and offered the job with a deadline through
+``bookings.commands``. A second timer turns expired offers into ``booking.offer_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+from scipy.optimize import linear_sum_assignment
+
+from fleetstream.config import Settings, get_settings
+from schemas import BookingCommand, GeoPoint
+from streams import resources
+from streams.app import app, topic
+from streams.bookings import mirror_key
+from streams.driver_state import GEO_KEY
+from streams.metrics import RECORDS
+from streams.reservations import CLAIM_DUE, CLAIM_EXPIRED, DEADLINES_KEY, PENDING_KEY, reserve
+
+log = logging.getLogger(__name__)
+commands_topic = topic("bookings.commands")
+BATCH = 500
+NO_ROUTE = 1e9
+
+
+@dataclass(frozen=True)
+class Candidate:
+    driver_id: str
+    distance_m: float
+    eta_s: float
+
+
+def eta_seconds(distance_m: float, speed_mps: float, settings: Settings) -> float:
+    """Road distance (straight line x road factor) over the speed expected on the way."""
+    return distance_m * settings.road_factor / max(speed_mps, 0.5)
+
+
+def assign(costs: list[list[float]]) -> list[tuple[int, int]]:
+    """Minimum total cost pairs (row, column) of a bookings x drivers matrix; NO_ROUTE pairs are never used."""
+    if not costs or not costs[0]:
+        return []
+    m = np.asarray(costs, dtype=float)
+    rows, cols = linear_sum_assignment(m)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if m[r, c] < NO_ROUTE]
+
+
+def greedy(costs: list[list[float]]) -> list[tuple[int, int]]:
+    """Each booking in arrival order takes its cheapest free driver (the baseline of benchmarks/matching.py)."""
+    taken: set[int] = set()
+    out = []
+    for r, row in enumerate(costs):
+        best = min((c for c in range(len(row)) if c not in taken and row[c] < NO_ROUTE), key=row.__getitem__,
+                   default=None)  # fmt: skip
+        if best is not None:
+            taken.add(best)
+            out.append((r, best))
+    return out
+
+
+async def speeds(r: Any, driver_ids: list[str], settings: Settings) -> dict[str, float]:
+    """Expected speed around each driver: learned per H3 cell and hour (``streams.eta``), else the default."""
+    if not driver_ids:
+        return {}
+    cells = await r.hmget("drivers:cell", driver_ids)
+    hour = datetime.now(UTC).hour
+    keys = [f"{c}:{hour}" if c else "-" for c in cells]
+    learned = await r.hmget("speeds", keys)
+    return {d: float(v) if v else settings.default_speed_mps for d, v in zip(driver_ids, learned, strict=True)}
+
+
+async def candidates(r: Any, pickup: GeoPoint, exclude: set[str], settings: Settings) -> list[Candidate]:
+    """Available drivers around the pickup, nearest first, widening the radius until some are found."""
+    for radius in settings.match_radii_m:
+        found = await r.geosearch(GEO_KEY, longitude=pickup.lon, latitude=pickup.lat, radius=radius, unit="m",
+                                  sort="ASC", count=settings.match_candidates, withdist=True)  # fmt: skip
+        found = [(d, float(dist)) for d, dist in found if d not in exclude]
+        if found:
+            speed = await speeds(r, [d for d, _ in found], settings)
+            return [Candidate(d, dist, eta_seconds(dist, speed[d], settings)) for d, dist in found]
+    return []
+
+
+async def system_command(booking_id: str, ctype: str, **fields: Any) -> None:
+    cmd = BookingCommand(type=ctype, booking_id=uuid.UUID(booking_id), actor_id="matching", actor_role="system",
+                         **fields)  # type: ignore[arg-type]  # fmt: skip
+    await commands_topic.send(key=booking_id.encode(), value=cmd)
+
+
+async def match_once(settings: Settings) -> int:
+    """One matching round over the due bookings; returns how many offers it made."""
+    r = resources.redis()
+    now = time.time()
+    lease = now + max(10.0, settings.match_window_s * 5)
+    due = await r.eval(CLAIM_DUE, 1, PENDING_KEY, repr(now), BATCH, repr(lease))
+    if not due:
+        return 0
+    RECORDS.labels("matching").inc(len(due))
+    raw = await r.mget([mirror_key(b) for b in due])
+    open_: list[dict[str, Any]] = []
+    done = []
+    for bid, doc in zip(due, raw, strict=True):
+        state = orjson.loads(doc) if doc else None
+        if state is None or state["status"] != "requested":
+            done.append(bid)  # moved on (cancelled, offered by a replay...): nothing to match
+        else:
+            open_.append(state)
+    per_booking: list[list[Candidate]] = []
+    for state in open_:
+        pickup = GeoPoint.model_validate(state["pickup"])
+        per_booking.append(await candidates(r, pickup, set(state.get("declined_by") or []), settings))
+    drivers = sorted({c.driver_id for cs in per_booking for c in cs})
+    col = {d: i for i, d in enumerate(drivers)}
+    costs = [[NO_ROUTE] * len(drivers) for _ in open_]
+    for i, cs in enumerate(per_booking):
+        for c in cs:
+            costs[i][col[c.driver_id]] = c.eta_s
+    offered = 0
+    matched: set[int] = set()
+    deadline = datetime.now(UTC) + timedelta(seconds=settings.offer_timeout_s)
+    ttl_ms = int((settings.offer_timeout_s + 30) * 1000)
+    for i, j in sorted(assign(costs), key=lambda p: costs[p[0]][p[1]]):
+        bid, driver = open_[i]["booking_id"], drivers[j]
+        if await reserve(r, bid, driver, ttl_ms, deadline.timestamp()):
+            await system_command(bid, "booking.offer", driver_id=driver, offer_deadline=deadline,
+                                 eta_s=round(costs[i][j], 1))  # fmt: skip
+            matched.add(i)
+            offered += 1
+    retry = now + settings.match_window_s
+    pipe = r.pipeline(transaction=False)
+    for i, state in enumerate(open_):
+        bid = state["booking_id"]
+        if i in matched:
+            pipe.zrem(PENDING_KEY, bid)
+            continue
+        age = now - datetime.fromisoformat(state["created_at"]).timestamp()
+        if age >= settings.match_timeout_s:
+            far = settings.match_radii_m[-1] / 1000
+            reason = f"no driver available within {far:g} km" if not per_booking[i] else "no driver accepted in time"
+            await system_command(bid, "booking.expire", reason=reason)
+            pipe.zrem(PENDING_KEY, bid)
+        else:
+            pipe.zadd(PENDING_KEY, {bid: retry})
+    for bid in done:
+        pipe.zrem(PENDING_KEY, bid)
+    await pipe.execute()
+    return offered
+
+
+@app.timer(interval=get_settings().match_window_s)
+async def match_pending() -> None:
+    try:
+        await match_once(get_settings())
+    except Exception:  # a failed round leaves its bookings leased; they come back after the lease
+        log.exception("matching round failed")
+
+
+@app.timer(interval=0.5)
+async def expire_offers() -> None:
+    r = resources.redis()
+    claimed = await r.eval(CLAIM_EXPIRED, 1, DEADLINES_KEY, repr(time.time()), 500)
+    for member in claimed:
+        bid, _, driver = member.partition("|")
+        await system_command(bid, "booking.offer_timeout", driver_id=driver)
