@@ -214,6 +214,16 @@ class Pipeline:
             if p is not None:
                 p.stop()
 
+    def running(self, worker: bool = True) -> Iterator[Pipeline]:
+        """Start (worker and) API, yield, stop: the body of the module fixtures."""
+        try:
+            if worker:
+                self.start_worker()
+            self.start_api()
+            yield self
+        finally:
+            self.stop()
+
     def headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
@@ -269,9 +279,4 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         FLEETSTREAM_LOCATION_PUBLISH_INTERVAL_S="0",
         FLEETSTREAM_DRIVER_PERSIST_INTERVAL_S="0",
     )
-    try:
-        p.start_worker()
-        p.start_api()
-        yield p
-    finally:
-        p.stop()
+    yield from p.running()

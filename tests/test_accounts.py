@@ -25,11 +25,7 @@ def api(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="1000",
         FLEETSTREAM_ACCESS_TOKEN_TTL_S="60",
     )
-    try:
-        p.start_api()
-        yield p
-    finally:
-        p.stop()
+    yield from p.running(worker=False)
 
 
 def register(c: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
