@@ -137,6 +137,8 @@ def api(
         loop="uvloop",
         http="httptools",
         ws="websockets",
+        proxy_headers=True,
+        forwarded_allow_ips=s.forwarded_allow_ips,
     )
 
 

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     default_speed_mps: float = 8.0
 
     # --- accounts
+    #: Proxies whose X-Forwarded-For is believed (uvicorn): the client address rate limits use.
+    forwarded_allow_ips: str = "127.0.0.1"
     access_token_ttl_s: float = 900.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
     #: Failed logins per account, and attempts per client address, within ``login_window_s``.

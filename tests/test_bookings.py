@@ -32,6 +32,7 @@ def city(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         FLEETSTREAM_MATCH_TIMEOUT_S="15",
         FLEETSTREAM_MATCH_RADII_M="[500, 2000]",
         FLEETSTREAM_BOOKING_REPLY_TIMEOUT_S="10",
+        FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000",  # every test customer logs in from 127.0.0.1
     )
     yield from p.running()
 
