@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
 from api.resources import Resources
-from api.routes import auth, bookings, devices, drivers, health, metrics, telemetry, zones
+from api.routes import auth, bookings, devices, drivers, health, metrics, notifications, telemetry, zones
 from fleetstream.config import get_settings
 from fleetstream.runtime import tune_gc
 
@@ -25,6 +25,6 @@ def create_app() -> FastAPI:
             yield
 
     app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
-    for module in (health, metrics, auth, bookings, devices, telemetry, drivers, zones):
+    for module in (health, metrics, auth, bookings, notifications, devices, telemetry, drivers, zones):
         app.include_router(module.router)
     return app

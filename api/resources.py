@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from api.auth import Authenticator
+from api.notify import NotificationHub
 from fleetstream.config import Settings
 from fleetstream.kafka import make_producer
 from sinks.mongo import ensure_indexes
@@ -72,6 +73,7 @@ class Resources:
     mongo: AsyncIOMotorClient
     db: AsyncIOMotorDatabase
     auth: Authenticator
+    hub: NotificationHub
 
     @classmethod
     @asynccontextmanager
@@ -85,9 +87,12 @@ class Resources:
             await ensure_indexes(db)
         except Exception as exc:  # the API still serves what does not need MongoDB
             log.warning("could not ensure MongoDB indexes at start-up: %s", exc)
+        hub = NotificationHub(settings)
+        hub.start()
         try:
-            yield cls(settings, kafka, redis, mongo, db, Authenticator(settings, db))
+            yield cls(settings, kafka, redis, mongo, db, Authenticator(settings, db), hub)
         finally:
+            await hub.stop()
             await kafka.stop()
             await redis.aclose()
             mongo.close()

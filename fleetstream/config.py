@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     road_factor: float = 1.35
     default_speed_mps: float = 8.0
 
+    # --- notification sockets
+    notify_queue_size: int = 1000
+    notify_replay_max: int = 1000
+    notify_heartbeat_s: float = 15.0
+
     # --- accounts
     #: Proxies whose X-Forwarded-For is believed (uvicorn): the client address rate limits use.
     forwarded_allow_ips: str = "127.0.0.1"

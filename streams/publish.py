@@ -11,7 +11,7 @@ import time
 import orjson
 
 from fleetstream.config import get_settings
-from schemas import DriverStatusEvent, GeofenceEvent, TelemetryBatch, deterministic_event_id, encode
+from schemas import BookingEvent, DriverStatusEvent, GeofenceEvent, TelemetryBatch, deterministic_event_id, encode
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import resources
 from streams.app import app, topic
@@ -78,3 +78,75 @@ async def publish_status(stream):  # type: ignore[no-untyped-def]
                 if isinstance(e, DriverStatusEvent)
             ]
         )
+
+
+booking_events_topic = topic("bookings.events")
+
+# KEYS: replay stream, event-id → stream-id hash.  ARGV: event id, body, max length, ttl.
+# Appends each notification once per audience; a replayed event gets its first id back.
+APPEND_ONCE = """
+local have = redis.call('HGET', KEYS[2], ARGV[1])
+if have then return have end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return id
+"""
+REPLAY_KEEP = 1000
+REPLAY_TTL_S = 7 * 24 * 3600
+
+
+def audiences(e: BookingEvent) -> list[str]:
+    """Who hears of a booking event: its customer, the driver concerned, and staff."""
+    out = [f"customer.{e.customer_id}", "staff.all"]
+    if e.driver_id:
+        out.append(f"driver.{e.driver_id}")
+    return out
+
+
+def booking_notification(e: BookingEvent) -> dict[str, object]:
+    return {
+        "type": e.type,
+        "event_id": str(e.event_id),
+        "at": e.occurred_at.isoformat(),
+        "booking_id": str(e.booking_id),
+        "status": e.status.value,
+        "customer_id": e.customer_id,
+        "driver_id": e.driver_id,
+        "offer_deadline": e.offer_deadline.isoformat() if e.offer_deadline else None,
+        "eta_s": e.eta_s,
+        "reason": e.reason,
+        "version": e.version,
+    }
+
+
+@app.agent(booking_events_topic)
+async def publish_bookings(stream):  # type: ignore[no-untyped-def]
+    """Booking events to each audience's bounded replay stream in Redis, then to RabbitMQ.
+
+    The replay stream id travels with the message: a reconnecting socket asks for what
+    came after the last id it saw, and the notification layer drops anything not newer.
+    """
+    r = resources.redis()
+    append = r.register_script(APPEND_ONCE)
+    sink = RabbitSink(await resources.rabbit())
+    async for events in stream.take(500, within=0.05):
+        RECORDS.labels("publish_bookings").inc(len(events))
+        pending: list[tuple[str, dict[str, object]]] = []
+        pipe = r.pipeline(transaction=False)
+        for e in events:
+            if not isinstance(e, BookingEvent):
+                continue
+            body = booking_notification(e)
+            for scope in audiences(e):
+                await append(keys=[f"notify:{scope}", f"notify:ids:{scope}"],
+                             args=[body["event_id"], orjson.dumps(body), REPLAY_KEEP, REPLAY_TTL_S],
+                             client=pipe)  # fmt: skip
+                pending.append((scope, body))
+        ids = await pipe.execute()
+        out = []
+        for (scope, body), sid in zip(pending, ids, strict=True):
+            key, mid = f"{scope}.{body['type']}", f"{body['event_id']}:{scope}"
+            out.append(Outgoing(key, orjson.dumps({**body, "id": sid}), mid, str(body["type"])))
+        await sink.write(out)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 
@@ -261,3 +262,88 @@ def test_a_reservation_without_offer_is_released(city: Pipeline) -> None:
         assert not in_geo_index(city.settings, drv)
         assert wait_for(lambda: in_geo_index(city.settings, drv), 15, 0.2)
         assert redis.Redis.from_url(city.settings.redis_dsn).get(f"reserve:driver:{drv}") is None
+
+
+async def _collect(url: str, token: str, until: str | None, after: str | None = None, timeout: float = 30,
+                   ready: asyncio.Event | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    import websockets
+
+    ws_url = url.replace("http", "ws") + f"/v1/notifications?token={token}" + (f"&after={after}" if after else "")
+    got: list[dict[str, Any]] = []
+    async with websockets.connect(ws_url) as ws:
+        if ready is not None:
+            ready.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = orjson.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
+            except TimeoutError:
+                break
+            if msg["type"] == "heartbeat":
+                continue
+            got.append(msg)
+            if until is not None and msg["type"] == until:
+                break
+    return got
+
+
+def test_customer_socket_hears_the_story_in_order_and_catches_up_after_reconnect(city: Pipeline) -> None:
+    place = Place()
+    with httpx.Client(base_url=city.url, timeout=30) as c:
+        ada, eve = customer(c, "ada"), customer(c, "eve")
+        drv, drv_auth = driver_online(c, city, place, 100)
+        ada_token = ada["Authorization"].removeprefix("Bearer ")
+        eve_token = eve["Authorization"].removeprefix("Bearer ")
+
+        async def story() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            ready_a, ready_e = asyncio.Event(), asyncio.Event()
+            mine = asyncio.create_task(_collect(city.url, ada_token, "booking.delivered", ready=ready_a))
+            other = asyncio.create_task(_collect(city.url, eve_token, None, timeout=12, ready=ready_e))
+            await ready_a.wait()
+            await ready_e.wait()
+            await asyncio.sleep(0.5)  # the API process binds the sockets' patterns
+
+            def act() -> None:
+                bid = book(c, ada, place).json()["booking_id"]
+                until_status(c, ada, bid, "offered", 20)
+                for step in ("accept", "arrived", "picked-up"):
+                    assert c.post(f"/v1/bookings/{bid}/{step}", headers=drv_auth).status_code == 200
+                assert c.post(f"/v1/bookings/{bid}/delivered", json={"proof": "code 1234"},
+                              headers=drv_auth).status_code == 200  # fmt: skip
+
+            await asyncio.to_thread(act)
+            return await mine, await other
+
+        mine, other = asyncio.run(story())
+        types = [m["type"] for m in mine]
+        assert types == ["booking.requested", "booking.offered", "booking.assigned", "booking.driver_arrived",
+                         "booking.picked_up", "booking.delivered"], types  # fmt: skip
+        assert all(m["customer_id"] != "" for m in mine) and mine[1]["driver_id"] == drv
+        ids = [m["id"] for m in mine]
+        assert ids == sorted(ids, key=_sid)
+        assert other == []  # another customer hears nothing of it
+
+        # Reconnect after the second message: exactly the rest, in order, once.
+        rest = asyncio.run(_collect(city.url, ada_token, "booking.delivered", after=mine[1]["id"], timeout=10))
+        assert [m["id"] for m in rest] == [m["id"] for m in mine[2:]]
+
+        async def refused(token: str, after: str | None = None) -> int | None:
+            import websockets
+
+            q = f"?token={token}" + (f"&after={after}" if after else "")
+            try:
+                async with websockets.connect(city.url.replace("http", "ws") + "/v1/notifications" + q) as ws:
+                    await ws.recv()
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+            except websockets.InvalidStatus as exc:
+                return exc.response.status_code
+            return None
+
+        assert asyncio.run(refused("not-a-token")) == 4401
+        assert asyncio.run(refused(ada_token, after="bogus")) == 1008
+
+
+def _sid(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq)

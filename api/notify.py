@@ -1,0 +1,144 @@
+"""The notification hub of one API process: RabbitMQ in, WebSockets out.
+
+Each process declares its own exclusive queue on the ``fleetstream.events`` exchange and
+binds exactly the routing patterns its connected sockets need (reference-counted), so
+any number of replicas each deliver to their own sockets. A message is routed locally
+to the subscribers whose pattern matches, into each one's bounded queue; a subscriber
+that falls behind is dropped (its socket closed with 1013), never slowing the others.
+
+Catch-up after a reconnect comes from the per-audience replay streams in Redis
+(``notify:{scope}``, written by ``streams.publish``): the socket subscribes first,
+then reads what came after the client's last id, then delivers live messages whose id
+is newer than the last one sent, so nothing is missed and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import orjson
+
+from fleetstream.config import Settings
+from sinks.rabbitmq import EXCHANGE
+
+log = logging.getLogger(__name__)
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: ``*`` one word, ``#`` zero or more words."""
+    p, k = pattern.split("."), key.split(".")
+
+    def match(i: int, j: int) -> bool:
+        if i == len(p):
+            return j == len(k)
+        if p[i] == "#":
+            return any(match(i + 1, jj) for jj in range(j, len(k) + 1))
+        return j < len(k) and (p[i] == "*" or p[i] == k[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def stream_id(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    patterns: list[str]
+    queue: asyncio.Queue[dict[str, Any]]
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+class NotificationHub:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.queue_name = f"notify.{os.uname().nodename}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._bound: dict[str, int] = defaultdict(int)
+        self._subscribers: set[Subscriber] = set()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(self.settings.rabbitmq_dsn)
+                channel = await self._connection.channel()
+                await channel.set_qos(prefetch_count=1000)
+                self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+                self._queue = await channel.declare_queue(self.queue_name, exclusive=True, auto_delete=True)
+                await self._queue.consume(self._on_message, no_ack=True)
+                self.ready.set()
+                return
+            except Exception as exc:
+                log.warning("notification hub not connected yet (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        if self._task and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._connection is not None:
+            await self._connection.close()
+
+    @property
+    def sockets(self) -> int:
+        return len(self._subscribers)
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        try:
+            body = orjson.loads(message.body)
+        except orjson.JSONDecodeError:
+            return
+        key = message.routing_key or ""
+        body.setdefault("routing_key", key)
+        for sub in list(self._subscribers):
+            if any(topic_matches(p, key) for p in sub.patterns):
+                sub.offer(body)
+
+    async def subscribe(self, patterns: list[str], maxsize: int) -> Subscriber:
+        await asyncio.wait_for(self.ready.wait(), 10)
+        sub = Subscriber(patterns, asyncio.Queue(maxsize))
+        async with self._lock:
+            for p in patterns:
+                if self._bound[p] == 0:
+                    assert self._queue is not None and self._exchange is not None
+                    await self._queue.bind(self._exchange, routing_key=p)
+                self._bound[p] += 1
+            self._subscribers.add(sub)
+        return sub
+
+    async def unsubscribe(self, sub: Subscriber) -> None:
+        async with self._lock:
+            self._subscribers.discard(sub)
+            for p in sub.patterns:
+                self._bound[p] -= 1
+                if self._bound[p] == 0:
+                    del self._bound[p]
+                    if self._queue is not None and self._exchange is not None:
+                        with contextlib.suppress(Exception):
+                            await self._queue.unbind(self._exchange, routing_key=p)

@@ -1,0 +1,102 @@
+"""``WS /v1/notifications``: live booking (and, for staff, fleet) events for the caller.
+
+Authenticate with ``?token=`` (or an Authorization header). A customer hears about
+their bookings, a driver about offers and jobs, dispatchers and admins about every
+booking and every driver's location. ``?after=<id>`` (the ``id`` of the last message
+received) replays what was missed first, in order, without duplicates. Close codes:
+4401 bad token, 1008 bad parameters, 1013 the client read too slowly (reconnect with
+``after``). An application heartbeat ``{"type": "heartbeat"}`` is sent when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from api.notify import stream_id
+from api.security import Principal
+
+router = APIRouter(tags=["notifications"])
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def audience(principal: Principal) -> tuple[str, list[str]]:
+    """(replay scope, routing patterns) of a caller."""
+    if principal.sees_all_bookings:
+        return "staff.all", ["staff.all.#", "driver.*.location"]
+    if principal.role == "driver" and principal.driver_id:
+        return f"driver.{principal.driver_id}", [f"driver.{principal.driver_id}.#"]
+    return f"customer.{principal.subject}", [f"customer.{principal.subject}.#"]
+
+
+@router.websocket("/v1/notifications")
+async def notifications(ws: WebSocket) -> None:
+    res = ws.app.state.resources
+    s = res.settings
+    token = ws.query_params.get("token") or ws.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    principal = await res.auth.authenticate(token)
+    # Accepted before refusing: a browser sees close codes, not the status of a failed upgrade.
+    await ws.accept()
+    if principal is None:
+        await ws.close(code=4401, reason="missing or invalid token")
+        return
+    after = ws.query_params.get("after")
+    if after is not None and not STREAM_ID.match(after):
+        await ws.close(code=1008, reason="after must be the id of a message received before")
+        return
+    scope, patterns = audience(principal)
+    sub = await res.hub.subscribe(patterns, s.notify_queue_size)
+    gone = asyncio.Event()
+
+    async def watch() -> None:  # the client may only close (or ping); anything else is ignored
+        with contextlib.suppress(Exception):
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    last: tuple[int, int] = (0, 0)
+    try:
+        if after is not None:
+            entries = await res.redis.xrange(f"notify:{scope}", min=f"({after}", max="+", count=s.notify_replay_max)
+            for sid, fields in entries:
+                await ws.send_text(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
+                last = stream_id(sid)
+            if after and not entries:
+                last = stream_id(after)
+        while not gone.is_set():
+            if sub.overflowed.is_set():
+                await ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>")
+                return
+            message = await _next(sub.queue, gone, s.notify_heartbeat_s)
+            if message is None:
+                if not gone.is_set():
+                    await ws.send_text('{"type":"heartbeat"}')
+                continue
+            if "id" in message:  # replayable: deliver each id once, in order
+                sid = stream_id(str(message["id"]))
+                if sid <= last:
+                    continue
+                last = sid
+            await ws.send_text(orjson.dumps(message).decode())
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    finally:
+        watcher.cancel()
+        await res.hub.unsubscribe(sub)
+
+
+async def _next(queue: asyncio.Queue[dict[str, Any]], gone: asyncio.Event, timeout: float) -> dict[str, Any] | None:
+    getter = asyncio.ensure_future(queue.get())
+    closed = asyncio.ensure_future(gone.wait())
+    done, _ = await asyncio.wait({getter, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    closed.cancel()
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    return None
