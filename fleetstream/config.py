@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     match_timeout_s: float = 120.0
     match_radii_m: tuple[float, ...] = (1_000.0, 3_000.0, 7_000.0, 15_000.0)
     match_candidates: int = 20
+    #: ETA updates: emitted when the estimate moves by this much (seconds or fraction) ...
+    eta_min_change_s: float = 30.0
+    eta_min_change_ratio: float = 0.10
+    #: ... and at least this often while the driver has a job (they carry its position).
+    eta_max_interval_s: float = 5.0
+    #: Radius of the geofence around a pickup that marks the driver as arrived.
+    arrival_radius_m: float = 60.0
+    #: Weight of a new observation in the learned speed per H3 cell and hour.
+    speed_learning_rate: float = 0.05
     #: Straight-line distance x this = road distance, for ETAs.
     road_factor: float = 1.35
     default_speed_mps: float = 8.0

@@ -78,7 +78,7 @@ def run_demo(settings: Settings, duration: float | None, drivers: int, console: 
     children = Children(settings.home / "logs")
     try:
         # Live path and MongoDB history in separate consumer groups: a slow store cannot delay live state.
-        children.start("worker", "worker", "--agents", "clean,driver_state,geofence,publish,bookings,matching")
+        children.start("worker", "worker", "--agents", "clean,driver_state,geofence,publish,bookings,matching,eta")
         children.start("store", "worker", "--agents", "store", "--app-id", f"{settings.app_id}-store",
                        "--web-port", str(settings.worker_web_port + 1))  # fmt: skip
         for i in range(settings.api_replicas):

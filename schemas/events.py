@@ -43,6 +43,7 @@ class GeofenceEvent(Envelope):
 class EtaUpdate(Envelope):
     type: Literal["eta.update"] = "eta.update"
     booking_id: uuid.UUID
+    customer_id: Ident | None = None
     driver_id: Ident
     phase: Literal["to_pickup", "to_dropoff"]
     eta_s: float = Field(ge=0.0)

@@ -33,6 +33,7 @@ AGENT_MODULES: dict[str, str] = {
     "publish": "streams.publish",
     "bookings": "streams.bookings",
     "matching": "streams.matching",
+    "eta": "streams.eta",
 }
 
 

@@ -134,8 +134,9 @@ def apply(state: dict[str, Any] | None, cmd: BookingCommand, now: datetime) -> D
         declined = [*state.get("declined_by", []), driver]
         return _to(state, S.requested, "booking.declined", cmd, now, driver_id=None, offer_deadline=None,
                    declined_by=declined, reason=reason, eta_s=None)  # fmt: skip
-    # From here on only the driver who has (or is offered) the job, or staff acting for it.
-    if role not in STAFF and actor != state.get("driver_id"):
+    # From here on only the driver who has (or is offered) the job, staff acting for it, or
+    # the platform itself (arrival detected by the pickup geofence).
+    if role not in (*STAFF, "system") and actor != state.get("driver_id"):
         return _reject(state, "this booking is not assigned to you")
     if t == "booking.accept":
         if status != S.offered:

@@ -28,6 +28,7 @@ events_topic = topic("bookings.events")
 booking_table = table("booking-state")
 
 RECENT = 16
+JOBS_KEY = "drivers:job"
 REPLY_TTL_S = 60
 #: Statuses after which the driver that had the job is free again.
 RELEASING = {"requested", "cancelled", "expired", "delivered"}
@@ -51,6 +52,10 @@ def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | N
             release_on(pipe, bid, prev_driver)
         if after["status"] == "assigned" and after.get("driver_id"):
             hold_on(pipe, bid, after["driver_id"])
+        if after["status"] in ("assigned", "driver_arrived", "picked_up") and after.get("driver_id"):
+            pipe.hset(JOBS_KEY, after["driver_id"], bid)  # the ETA agent follows this driver for this booking
+        elif prev_driver:
+            pipe.hdel(JOBS_KEY, prev_driver)
     if cmd.type == "booking.offer_timeout" and cmd.driver_id and (after or {}).get("driver_id") != cmd.driver_id:
         release_on(pipe, bid, cmd.driver_id)  # reserved but never offered (the matcher died): free it
     if cmd.type == "booking.offer" and not ok and cmd.driver_id:

@@ -7,11 +7,20 @@ Routing keys: ``driver.{id}.location`` (throttled per driver), ``driver.{id}.sta
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 
 from fleetstream.config import get_settings
-from schemas import BookingEvent, DriverStatusEvent, GeofenceEvent, TelemetryBatch, deterministic_event_id, encode
+from schemas import (
+    BookingEvent,
+    DriverStatusEvent,
+    EtaUpdate,
+    GeofenceEvent,
+    TelemetryBatch,
+    deterministic_event_id,
+    encode,
+)
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import resources
 from streams.app import app, topic
@@ -81,6 +90,7 @@ async def publish_status(stream):  # type: ignore[no-untyped-def]
 
 
 booking_events_topic = topic("bookings.events")
+eta_topic = topic("eta.updates")
 
 # KEYS: replay stream, event-id → stream-id hash.  ARGV: event id, body, max length, ttl.
 # Appends each notification once per audience; a replayed event gets its first id back.
@@ -121,6 +131,31 @@ def booking_notification(e: BookingEvent) -> dict[str, object]:
     }
 
 
+def eta_notification(e: EtaUpdate) -> dict[str, object]:
+    return {"type": e.type, "event_id": str(e.event_id), "at": e.occurred_at.isoformat(),
+            "booking_id": str(e.booking_id), "driver_id": e.driver_id, "phase": e.phase, "eta_s": e.eta_s,
+            "distance_m": e.distance_m, "lat": e.lat, "lon": e.lon}  # fmt: skip
+
+
+async def fan_out(r: Any, append: Any, sink: RabbitSink, items: list[tuple[list[str], dict[str, object]]]) -> None:
+    """Each notification into its audiences' replay streams (one pipeline), then to RabbitMQ with the ids."""
+    pending: list[tuple[str, dict[str, object]]] = []
+    pipe = r.pipeline(transaction=False)
+    for scopes, body in items:
+        for scope in scopes:
+            args = [body["event_id"], orjson.dumps(body), REPLAY_KEEP, REPLAY_TTL_S]
+            await append(keys=[f"notify:{scope}", f"notify:ids:{scope}"], args=args, client=pipe)
+            pending.append((scope, body))
+    if not pending:
+        return
+    ids = await pipe.execute()
+    out = []
+    for (scope, body), sid in zip(pending, ids, strict=True):
+        key, mid = f"{scope}.{body['type']}", f"{body['event_id']}:{scope}"
+        out.append(Outgoing(key, orjson.dumps({**body, "id": sid}), mid, str(body["type"])))
+    await sink.write(out)
+
+
 @app.agent(booking_events_topic)
 async def publish_bookings(stream):  # type: ignore[no-untyped-def]
     """Booking events to each audience's bounded replay stream in Redis, then to RabbitMQ.
@@ -133,20 +168,18 @@ async def publish_bookings(stream):  # type: ignore[no-untyped-def]
     sink = RabbitSink(await resources.rabbit())
     async for events in stream.take(500, within=0.05):
         RECORDS.labels("publish_bookings").inc(len(events))
-        pending: list[tuple[str, dict[str, object]]] = []
-        pipe = r.pipeline(transaction=False)
-        for e in events:
-            if not isinstance(e, BookingEvent):
-                continue
-            body = booking_notification(e)
-            for scope in audiences(e):
-                await append(keys=[f"notify:{scope}", f"notify:ids:{scope}"],
-                             args=[body["event_id"], orjson.dumps(body), REPLAY_KEEP, REPLAY_TTL_S],
-                             client=pipe)  # fmt: skip
-                pending.append((scope, body))
-        ids = await pipe.execute()
-        out = []
-        for (scope, body), sid in zip(pending, ids, strict=True):
-            key, mid = f"{scope}.{body['type']}", f"{body['event_id']}:{scope}"
-            out.append(Outgoing(key, orjson.dumps({**body, "id": sid}), mid, str(body["type"])))
-        await sink.write(out)
+        items = [(audiences(e), booking_notification(e)) for e in events if isinstance(e, BookingEvent)]
+        await fan_out(r, append, sink, items)
+
+
+@app.agent(eta_topic)
+async def publish_etas(stream):  # type: ignore[no-untyped-def]
+    """ETA updates (with the driver's position) to the booking's customer and to staff."""
+    r = resources.redis()
+    append = r.register_script(APPEND_ONCE)
+    sink = RabbitSink(await resources.rabbit())
+    async for events in stream.take(500, within=0.05):
+        RECORDS.labels("publish_etas").inc(len(events))
+        items = [([f"customer.{e.customer_id}", "staff.all"], eta_notification(e)) for e in events
+                 if isinstance(e, EtaUpdate) and e.customer_id]  # fmt: skip
+        await fan_out(r, append, sink, items)

@@ -347,3 +347,40 @@ def test_customer_socket_hears_the_story_in_order_and_catches_up_after_reconnect
 def _sid(sid: str) -> tuple[int, int]:
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq)
+
+
+def test_eta_falls_as_the_driver_approaches_and_the_pickup_fence_marks_arrival(city: Pipeline) -> None:
+    place = Place()
+    with httpx.Client(base_url=city.url, timeout=30) as c:
+        ada = customer(c, "ada")
+        drv, drv_auth = driver_online(c, city, place, 1500)
+        token = ada["Authorization"].removeprefix("Bearer ")
+
+        async def story() -> list[dict[str, Any]]:
+            ready = asyncio.Event()
+            listen = asyncio.create_task(_collect(city.url, token, "booking.driver_arrived", timeout=60, ready=ready))
+            await ready.wait()
+            await asyncio.sleep(0.5)
+
+            def drive() -> None:
+                bid = book(c, ada, place).json()["booking_id"]
+                until_status(c, ada, bid, "offered", 20)
+                assert c.post(f"/v1/bookings/{bid}/accept", headers=drv_auth).status_code == 200
+                t0 = datetime.now(UTC).timestamp()  # after the first fix (older ones are out of order)
+                for i in range(1, 12):  # 1,500 m → 0 m north of the pickup, 150 m per 10 s
+                    ping = {"seq": 1 + i, "ts": datetime.fromtimestamp(t0 + 10 * i, UTC).isoformat(),
+                            "accuracy_m": 5.0, "speed_mps": 15.0, **place.at(1500 - 150 * i)}  # fmt: skip
+                    assert c.post("/v1/telemetry", json={"pings": [ping]}, headers=drv_auth).status_code == 202
+                    time.sleep(0.4)
+
+            await asyncio.to_thread(drive)
+            return await listen
+
+        got = asyncio.run(story())
+        etas = [m for m in got if m["type"] == "eta.update"]
+        assert len(etas) >= 4, [m["type"] for m in got]
+        assert all(m["phase"] == "to_pickup" and m["driver_id"] == drv for m in etas)
+        values = [m["eta_s"] for m in etas]
+        assert values == sorted(values, reverse=True) and values[-1] < values[0] / 2, values
+        assert [m["distance_m"] for m in etas] == sorted((m["distance_m"] for m in etas), reverse=True)
+        assert got[-1]["type"] == "booking.driver_arrived"  # nobody pressed "arrived": the pickup fence did

@@ -1,0 +1,133 @@
+"""ETAs: per active booking, time to pickup then to dropoff, as the driver's pings arrive.
+
+ETA = straight-line distance x ``road_factor`` / expected speed, where the expected speed
+is learned online from the fleet's own pings: an exponentially weighted mean per H3
+cell (resolution 7, ~5 km²) and hour of day, kept in the Redis hash ``speeds`` (the
+matching ranks candidates with the same numbers), falling back to ``default_speed_mps``.
+Estimates are smoothed, and an ``eta.update`` is emitted when it moved meaningfully
+(``eta_min_change_s`` or ``eta_min_change_ratio``) or ``eta_max_interval_s`` passed:
+those updates also carry the driver's position to the customer. Arrival at the pickup
+is a circular geofence (``streams.geo.Zone``) of ``arrival_radius_m`` around it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import h3
+import orjson
+
+from fleetstream.config import Settings, get_settings
+from schemas import BookingCommand, EtaUpdate, TelemetryBatch
+from streams import resources
+from streams.app import app, topic
+from streams.bookings import JOBS_KEY, mirror_key
+from streams.geo import Zone, haversine_m
+from streams.metrics import RECORDS
+
+clean_topic = topic("telemetry.clean")
+eta_topic = topic("eta.updates")
+commands_topic = topic("bookings.commands")
+SPEED_RES = 7
+SMOOTHING = 0.5
+
+
+def speed_key(lat: float, lon: float, hour: int) -> str:
+    return f"{h3.latlng_to_cell(lat, lon, SPEED_RES)}:{hour}"
+
+
+def learn(current: float | None, observed: float, rate: float) -> float:
+    return observed if current is None else current + rate * (observed - current)
+
+
+def should_emit(sent_s: float, sent_at: float, eta_s: float, now: float, s: Settings) -> bool:
+    """A meaningful change since the last emitted estimate, or it is time to say where the driver is."""
+    change = abs(eta_s - sent_s)
+    return (change >= s.eta_min_change_s or change >= s.eta_min_change_ratio * max(sent_s, 1.0)
+            or now - sent_at >= s.eta_max_interval_s)  # fmt: skip
+
+
+class Estimates:
+    """This worker's last emitted ETA per booking and its learned speeds (flushed to Redis)."""
+
+    last: dict[str, dict[str, Any]] = {}
+    speeds: dict[str, float] = {}
+    dirty: set[str] = set()
+
+
+@app.agent(clean_topic)
+async def estimate(stream):  # type: ignore[no-untyped-def]
+    s = get_settings()
+    r = resources.redis()
+    async for batches in stream.take(1000, within=0.05):
+        RECORDS.labels("eta").inc(len(batches))
+        batches = [b for b in batches if isinstance(b, TelemetryBatch)]
+        if not batches:
+            continue
+        hour = datetime.now(UTC).hour
+        newest: dict[str, TelemetryBatch] = {}
+        for b in batches:
+            newest[b.driver_id] = b
+            for p in b.pings:
+                if p.speed_mps is not None and p.speed_mps > 0.5:  # parked drivers say nothing about traffic
+                    k = speed_key(p.lat, p.lon, hour)
+                    Estimates.speeds[k] = learn(Estimates.speeds.get(k), p.speed_mps, s.speed_learning_rate)
+                    Estimates.dirty.add(k)
+        drivers = list(newest)
+        pipe = r.pipeline(transaction=False)
+        pipe.hmget(JOBS_KEY, drivers)
+        pipe.hset("drivers:cell", mapping={d: h3.latlng_to_cell(b.pings[-1].lat, b.pings[-1].lon, SPEED_RES)
+                                           for d, b in newest.items()})  # fmt: skip
+        if Estimates.dirty:
+            pipe.hset("speeds", mapping={k: round(Estimates.speeds[k], 3) for k in Estimates.dirty})
+            Estimates.dirty.clear()
+        jobs, *_ = await pipe.execute()
+        active = [(d, bid) for d, bid in zip(drivers, jobs, strict=True) if bid]
+        if not active:
+            continue
+        docs = await r.mget([mirror_key(bid) for _, bid in active])
+        now = time.time()
+        for (driver, _), doc in zip(active, docs, strict=True):
+            booking = orjson.loads(doc) if doc else None
+            if booking is None or booking.get("driver_id") != driver:
+                continue
+            await follow(booking, newest[driver], hour, now, s)
+
+
+async def follow(booking: dict[str, Any], batch: TelemetryBatch, hour: int, now: float, s: Settings) -> None:
+    status = booking["status"]
+    if status not in ("assigned", "driver_arrived", "picked_up"):
+        return
+    phase = "to_dropoff" if status == "picked_up" else "to_pickup"
+    target = booking["dropoff"] if phase == "to_dropoff" else booking["pickup"]
+    p = batch.pings[-1]
+    bid = booking["booking_id"]
+    if status == "assigned":
+        fence = Zone.from_doc({"_id": f"pickup:{bid}", "name": "pickup", "circle": {"center": target,
+                               "radius_m": s.arrival_radius_m}})  # fmt: skip
+        if fence.contains(p.lat, p.lon):
+            await commands_topic.send(
+                key=bid.encode(),
+                value=BookingCommand(
+                    type="booking.mark_arrived", booking_id=uuid.UUID(bid), actor_id="geofence", actor_role="system"
+                ),
+            )
+    distance = haversine_m(p.lat, p.lon, target["lat"], target["lon"])
+    speed = Estimates.speeds.get(speed_key(p.lat, p.lon, hour), s.default_speed_mps)
+    raw = distance * s.road_factor / max(speed, 0.5)
+    prev = Estimates.last.get(bid)
+    if prev is None or prev["phase"] != phase:
+        smoothed, emit = raw, True
+    else:
+        smoothed = SMOOTHING * raw + (1 - SMOOTHING) * prev["smoothed"]
+        emit = should_emit(prev["sent"], prev["at"], smoothed, now, s)
+    if emit:
+        await eta_topic.send(key=bid.encode(), value=EtaUpdate(
+            booking_id=uuid.UUID(bid), customer_id=booking["customer_id"], driver_id=batch.driver_id, phase=phase,
+            eta_s=round(smoothed, 1), distance_m=round(distance, 1), lat=p.lat, lon=p.lon))  # fmt: skip
+        Estimates.last[bid] = {"phase": phase, "smoothed": smoothed, "sent": smoothed, "at": now}
+    else:
+        Estimates.last[bid] = {**prev, "smoothed": smoothed}  # type: ignore[dict-item]
