@@ -46,6 +46,14 @@ def topic_matches(pattern: str, key: str) -> bool:
     return match(0, 0)
 
 
+def _prefix(pattern: str) -> tuple[str, str] | None:
+    """The two literal leading words of a ``a.b.#`` pattern, else None."""
+    words = pattern.split(".")
+    if len(words) == 3 and words[2] == "#" and "*" not in words[:2] and "#" not in words[:2]:
+        return words[0], words[1]
+    return None
+
+
 def stream_id(sid: str) -> tuple[int, int]:
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq or 0)
@@ -73,6 +81,10 @@ class NotificationHub:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._bound: dict[str, int] = defaultdict(int)
         self._subscribers: set[Subscriber] = set()
+        # Routing index: "scope.id.#" patterns by their two literal words (one dict lookup per
+        # message, whatever the number of sockets); any other pattern is matched one by one.
+        self._by_prefix: dict[tuple[str, str], set[Subscriber]] = defaultdict(set)
+        self._other: dict[Subscriber, list[str]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -116,9 +128,13 @@ class NotificationHub:
             return
         key = message.routing_key or ""
         body.setdefault("routing_key", key)
-        for sub in list(self._subscribers):
-            if any(topic_matches(p, key) for p in sub.patterns):
-                sub.offer(body)
+        words = key.split(".")
+        targets = set(self._by_prefix.get((words[0], words[1]), ())) if len(words) > 1 else set()
+        for sub, patterns in self._other.items():
+            if any(topic_matches(p, key) for p in patterns):
+                targets.add(sub)
+        for sub in targets:
+            sub.offer(body)
 
     async def subscribe(self, patterns: list[str], maxsize: int) -> Subscriber:
         await asyncio.wait_for(self.ready.wait(), 10)
@@ -130,11 +146,26 @@ class NotificationHub:
                     await self._queue.bind(self._exchange, routing_key=p)
                 self._bound[p] += 1
             self._subscribers.add(sub)
+            for p in patterns:
+                prefix = _prefix(p)
+                if prefix is not None:
+                    self._by_prefix[prefix].add(sub)
+                else:
+                    self._other.setdefault(sub, []).append(p)
         return sub
 
     async def unsubscribe(self, sub: Subscriber) -> None:
         async with self._lock:
             self._subscribers.discard(sub)
+            self._other.pop(sub, None)
+            for p in sub.patterns:
+                prefix = _prefix(p)
+                if prefix is not None:
+                    subs = self._by_prefix.get(prefix)
+                    if subs is not None:
+                        subs.discard(sub)
+                        if not subs:
+                            del self._by_prefix[prefix]
             for p in sub.patterns:
                 self._bound[p] -= 1
                 if self._bound[p] == 0:

@@ -136,7 +136,7 @@ def api(
         log_level="warning",
         loop="uvloop",
         http="httptools",
-        ws="websockets",
+        ws=s.ws_impl,  # type: ignore[arg-type]
         proxy_headers=True,
         forwarded_allow_ips=s.forwarded_allow_ips,
     )

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     default_speed_mps: float = 8.0
 
     # --- notification sockets
+    #: uvicorn's WebSocket implementation: the sans-I/O one held 77 KiB per idle socket
+    #: against 141 KiB for "websockets" (benchmarks/notify.py, 2,000 sockets).
+    ws_impl: str = "websockets-sansio"
     notify_queue_size: int = 1000
     notify_replay_max: int = 1000
     notify_heartbeat_s: float = 15.0

@@ -1,0 +1,312 @@
+"""The notification layer: many sockets on one API process, delivery rate, ping → socket latency.
+
+    python -m benchmarks.notify --sockets 10000 --messages 100000 --rate 5000 --seconds 30
+
+Phase 1 (fan-out): ``--sockets`` customer sockets connect to ONE API process (each
+authenticated with its own access token; the process binds one routing pattern per
+socket on its own RabbitMQ queue); RSS of the API process before and after gives the
+memory per connection. Then ``--messages`` messages are published to the exchange, each
+routed to one random customer, and the rate at which the sockets receive them is the
+delivery rate.
+
+Phase 2 (latency): ``--jobs`` customers book through the real API; as many drivers are
+matched and accept; while background drivers post telemetry so that the total is
+``--rate`` pings/s, each job driver posts one fix per second. The time from posting a
+fix to receiving the ETA update that carries its position on the customer's socket is
+the end-to-end latency (API → Kafka → clean → eta → Kafka → publish → Redis + RabbitMQ
+→ API → socket). ETA updates are emitted for every fix here (``eta_max_interval_s=0``).
+
+Every process is started here (worker, API) in the ``bench`` topic namespace with its
+own database, and stopped at the end; the stack must be up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aio_pika
+import httpx
+import orjson
+import psutil
+import websockets
+
+os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
+
+from benchmarks.telemetry import commit_end_offsets, spawn, wait_http
+from fleetstream.config import get_settings
+
+get_settings.cache_clear()
+S = get_settings()
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "benchmark password"
+
+
+def raise_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def open_sockets(url: str, tokens: list[str], counts: dict[str, int]) -> list[object]:
+    sockets: list[object] = []
+    readers: set[asyncio.Task[None]] = set()
+    sem = asyncio.Semaphore(200)
+
+    async def one(token: str) -> None:
+        async with sem:
+            ws = await websockets.connect(f"{url}/v1/notifications?token={token}", open_timeout=60,
+                                          ping_interval=None, max_queue=None)  # fmt: skip
+            sockets.append(ws)
+
+            async def read() -> None:
+                try:
+                    async for raw in ws:
+                        msg = orjson.loads(raw)
+                        if msg.get("type") != "heartbeat":
+                            counts["received"] += 1
+                except websockets.ConnectionClosed:
+                    counts["closed"] += 1
+
+            task = asyncio.create_task(read())
+            readers.add(task)
+            task.add_done_callback(readers.discard)
+
+    await asyncio.gather(*(one(t) for t in tokens))
+    return sockets
+
+
+async def fanout_phase(args: argparse.Namespace, url: str, api: psutil.Process) -> dict[str, object]:
+    from api.security import issue_access_token
+
+    users = [f"u_bench{uuid.uuid4().hex[:10]}" for _ in range(args.sockets)]
+    tokens = [issue_access_token(S, u, "customer", 3600) for u in users]
+    rss0 = api.memory_info().rss
+    counts = {"received": 0, "closed": 0}
+    t0 = time.monotonic()
+    sockets = await open_sockets(url.replace("http", "ws"), tokens, counts)
+    connect_s = time.monotonic() - t0
+    await asyncio.sleep(3)
+    rss1 = api.memory_info().rss
+    connection = await aio_pika.connect_robust(S.rabbitmq_dsn)
+    channel = await connection.channel()
+    exchange = await channel.get_exchange("fleetstream.events")
+    body = orjson.dumps({"type": "bench", "payload": "x" * 200})
+    t1 = time.monotonic()
+    for i in range(0, args.messages, 500):
+        keys = [f"customer.{random.choice(users)}.bench" for _ in range(min(500, args.messages - i))]
+        await asyncio.gather(*(exchange.publish(aio_pika.Message(body), routing_key=k) for k in keys))
+    published_s = time.monotonic() - t1
+    deadline = time.monotonic() + 120
+    while counts["received"] < args.messages and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a counter)
+        await asyncio.sleep(0.05)
+    delivered_s = time.monotonic() - t1
+    api_cpu = api.cpu_percent(None)
+    await connection.close()
+    for ws in sockets:
+        await ws.close()  # type: ignore[attr-defined]
+    return {
+        "sockets": len(sockets),
+        "connect_s": round(connect_s, 1),
+        "api_rss_before_mib": round(rss0 / 2**20, 1),
+        "api_rss_with_sockets_mib": round(rss1 / 2**20, 1),
+        "rss_per_socket_kib": round((rss1 - rss0) / len(sockets) / 1024, 1),
+        "messages": args.messages,
+        "received": counts["received"],
+        "closed_early": counts["closed"],
+        "publish_s": round(published_s, 1),
+        "delivered_per_s": round(counts["received"] / delivered_s),
+        "api_cpu_pct_since_start": api_cpu,
+    }
+
+
+async def customer(c: httpx.AsyncClient, i: int) -> str:
+    email = f"bench{i}.{uuid.uuid4().hex[:6]}@example.com"
+    await c.post("/v1/auth/register", json={"email": email, "password": PASSWORD, "name": f"c{i}"})
+    r = await c.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    return str(r.json()["access_token"])
+
+
+async def latency_phase(args: argparse.Namespace, url: str) -> dict[str, object]:
+    from api.security import admin_token
+
+    admin = {"Authorization": f"Bearer {admin_token(S)}"}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        # One job per driver, each in its own spot (10 km apart), so matching is unambiguous.
+        jobs = []
+        for i in range(args.jobs):
+            lat, lon = -45.0 + (i // 20) * 0.1, -120.0 + (i % 20) * 0.1
+            d = f"bench-job-{uuid.uuid4().hex[:8]}"
+            tok = (await c.post(f"/v1/drivers/{d}/devices", headers=admin)).json()["token"]
+            auth = {"Authorization": f"Bearer {tok}"}
+            ping = {"seq": 1, "ts": datetime.now(UTC).isoformat(), "lat": lat + 0.001, "lon": lon, "accuracy_m": 5.0}
+            await c.post("/v1/telemetry", json={"pings": [ping]}, headers=auth)
+            jobs.append({"driver": d, "auth": auth, "lat": lat, "lon": lon, "seq": 1,
+                         "token": await customer(c, i)})  # fmt: skip
+        await asyncio.sleep(2)
+        for j in jobs:
+            cust = {"Authorization": f"Bearer {j['token']}"}
+            body = {"pickup": {"lat": j["lat"], "lon": j["lon"]}, "dropoff": {"lat": j["lat"] + 0.02, "lon": j["lon"]}}
+            j["booking"] = (await c.post("/v1/bookings", json=body, headers=cust)).json()["booking_id"]
+        deadline = time.monotonic() + 60
+        waiting = list(jobs)
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            still = []
+            for j in waiting:
+                r = await c.post(f"/v1/bookings/{j['booking']}/accept", headers=j["auth"])
+                if r.status_code != 200:
+                    still.append(j)
+            waiting = still
+        assigned = [j for j in jobs if j not in waiting]
+
+        sent: dict[tuple[str, float], float] = {}
+        latencies: list[float] = []
+
+        async def listen(j: dict[str, object]) -> None:
+            ws_url = url.replace("http", "ws") + f"/v1/notifications?token={j['token']}"
+            async with websockets.connect(ws_url, ping_interval=None) as ws:
+                async for raw in ws:
+                    m = orjson.loads(raw)
+                    if m.get("type") == "eta.update":
+                        t = sent.pop((str(m["driver_id"]), round(float(m["lat"]), 7)), None)
+                        if t is not None:
+                            latencies.append(time.monotonic() - t)
+
+        listeners = [asyncio.create_task(listen(j)) for j in assigned]
+        await asyncio.sleep(2)
+        stop = time.monotonic() + args.seconds
+        background = await background_drivers(c, admin, args)
+        bg_task = asyncio.create_task(background_load(background, args, stop))
+
+        async def probe(j: dict[str, object]) -> None:
+            k = 0
+            async with httpx.AsyncClient(base_url=url, timeout=30) as pc:
+                while time.monotonic() < stop:
+                    k += 1
+                    j["seq"] = int(j["seq"]) + 1  # type: ignore[call-overload]
+                    lat = round(float(j["lat"]) + 0.001 + 0.0001 * k, 7)  # type: ignore[arg-type]
+                    ping = {"seq": j["seq"], "ts": datetime.now(UTC).isoformat(), "lat": lat, "lon": j["lon"],
+                            "accuracy_m": 5.0, "speed_mps": 8.0}  # fmt: skip
+                    sent[(str(j["driver"]), lat)] = time.monotonic()
+                    await pc.post("/v1/telemetry", json={"pings": [ping]}, headers=j["auth"])  # type: ignore[arg-type]
+                    await asyncio.sleep(1.0)
+
+        await asyncio.gather(*(probe(j) for j in assigned))
+        posted = await bg_task
+        await asyncio.sleep(5)
+        for t in listeners:
+            t.cancel()
+    lat_ms = sorted(x * 1000 for x in latencies)
+    return {
+        "jobs": len(assigned),
+        "background_pings_per_s": round(posted / args.seconds),
+        "latency_samples": len(lat_ms),
+        "latency_p50_ms": round(statistics.median(lat_ms), 1) if lat_ms else None,
+        "latency_p99_ms": round(lat_ms[max(0, int(len(lat_ms) * 0.99) - 1)], 1) if lat_ms else None,
+        "latency_max_ms": round(lat_ms[-1], 1) if lat_ms else None,
+    }
+
+
+async def background_drivers(c: httpx.AsyncClient, admin: dict[str, str], args: argparse.Namespace) -> list[dict]:
+    out = []
+    for _ in range(args.background_drivers):
+        d = f"bench-bg-{uuid.uuid4().hex[:8]}"
+        tok = (await c.post(f"/v1/drivers/{d}/devices", headers=admin)).json()["token"]
+        out.append({"driver": d, "auth": {"Authorization": f"Bearer {tok}"}, "seq": 0,
+                    "lat": random.uniform(-60, -50), "lon": random.uniform(-100, -90)})  # fmt: skip
+    return out
+
+
+async def background_load(drivers: list[dict], args: argparse.Namespace, stop: float) -> int:
+    """Open-loop telemetry of drivers without jobs, batches of 10, at ``--rate`` pings/s."""
+    batch = 10
+    every = len(drivers) * batch / args.rate
+    posted = 0
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{args.api_port}", timeout=30,
+                                 limits=httpx.Limits(max_connections=64)) as c:  # fmt: skip
+
+        async def one(d: dict) -> None:
+            nonlocal posted
+            nxt = time.monotonic() + random.uniform(0, every)
+            while time.monotonic() < stop:
+                await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+                nxt += every
+                now = datetime.now(UTC).timestamp()
+                pings = []
+                for i in range(batch):
+                    d["seq"] += 1
+                    ts = datetime.fromtimestamp(now - (batch - i) * 0.1, UTC).isoformat()
+                    pings.append({"seq": d["seq"], "ts": ts, "lat": d["lat"], "lon": d["lon"] + d["seq"] * 1e-6,
+                                  "accuracy_m": 5.0})  # fmt: skip
+                r = await c.post("/v1/telemetry", json={"pings": pings}, headers=d["auth"])
+                if r.status_code == 202:
+                    posted += batch
+
+        await asyncio.gather(*(one(d) for d in drivers))
+    return posted
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sockets", type=int, default=10_000)
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--jobs", type=int, default=40)
+    ap.add_argument("--background-drivers", type=int, default=500)
+    ap.add_argument("--rate", type=float, default=5000, help="background pings/s during the latency phase")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--api-port", type=int, default=8075)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notify.json")
+    args = ap.parse_args()
+    raise_fd_limit()
+    from streams.topics import ensure_topics
+
+    await ensure_topics(S)
+    app_id = f"bench-notify-{uuid.uuid4().hex[:6]}"
+    tmp = S.home / "bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {"FLEETSTREAM_APP_ID": app_id, "FLEETSTREAM_MONGO_DB": app_id.replace("-", "_"),
+           "FLEETSTREAM_WORKER_WEB_PORT": "6074", "FLEETSTREAM_ETA_MAX_INTERVAL_S": "0",
+           "FLEETSTREAM_MATCH_WINDOW_S": "0.5", "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "300",
+           "FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "1000000", "FLEETSTREAM_OFFER_TIMEOUT_S": "120",
+           "FLEETSTREAM_NOTIFY_HEARTBEAT_S": "60"}  # fmt: skip
+    await commit_end_offsets(app_id, [S.topic(t) for t in ("telemetry.raw", "telemetry.clean", "bookings.commands",
+                                                           "bookings.events", "eta.updates", "geofence.events",
+                                                           "drivers.status")])  # fmt: skip
+    worker = spawn([sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning", "--agents",
+                    "clean,driver_state,publish,bookings,matching,eta"], env, tmp / "notify-worker.log")  # fmt: skip
+    api = spawn([sys.executable, "-m", "fleetstream.cli", "api", "--port", str(args.api_port)], env,
+                tmp / "notify-api.log")  # fmt: skip
+    url = f"http://127.0.0.1:{args.api_port}"
+    try:
+        wait_http("http://127.0.0.1:6074/ready")
+        wait_http(f"{url}/readyz")
+        api_proc = psutil.Process(api.pid)
+        api_proc.cpu_percent(None)
+        result: dict[str, object] = {"command": " ".join(sys.argv),
+                                     "machine": {"cores": psutil.cpu_count()}}  # fmt: skip
+        result["fanout"] = await fanout_phase(args, url, api_proc)
+        print(json.dumps(result["fanout"]), flush=True)
+        result["latency"] = await latency_phase(args, url)
+        print(json.dumps(result["latency"]), flush=True)
+    finally:
+        for p in (worker, api):
+            p.terminate()
+        for p in (worker, api):
+            p.wait(30)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
