@@ -268,6 +268,9 @@ async def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notify.json")
     args = ap.parse_args()
     raise_fd_limit()
+    from fleetstream.runtime import tune_gc
+
+    tune_gc()  # the client holds 10,000 sockets too: same collector settings as the API it measures
     from streams.topics import ensure_topics
 
     await ensure_topics(S)
