@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     notify_queue_size: int = 1000
     notify_replay_max: int = 1000
     notify_heartbeat_s: float = 15.0
+    notify_send_timeout_s: float = 5.0
 
     # --- accounts
     #: Proxies whose X-Forwarded-For is believed (uvicorn): the client address rate limits use.

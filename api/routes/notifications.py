@@ -4,8 +4,9 @@ Authenticate with ``?token=`` (or an Authorization header). A customer hears abo
 their bookings, a driver about offers and jobs, dispatchers and admins about every
 booking and every driver's location. ``?after=<id>`` (the ``id`` of the last message
 received) replays what was missed first, in order, without duplicates. Close codes:
-4401 bad token, 1008 bad parameters, 1013 the client read too slowly (reconnect with
-``after``). An application heartbeat ``{"type": "heartbeat"}`` is sent when idle.
+4401 bad token, 1008 bad parameters, 1013 the client read too slowly (its queue filled
+or a send did not complete within ``notify_send_timeout_s``; reconnect with ``after``).
+An application heartbeat ``{"type": "heartbeat"}`` is sent when idle.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ async def notifications(ws: WebSocket) -> None:
 
     watcher = asyncio.create_task(watch())
     last: tuple[int, int] = (0, 0)
+
+    async def send(text: str) -> None:
+        # A client that stops reading blocks the send once the buffers are full: give up on
+        # it (TooSlow) rather than let its queue, and only its queue, grow stale.
+        await asyncio.wait_for(ws.send_text(text), s.notify_send_timeout_s)
+
     try:
         if after is not None:
             entries = await res.redis.xrange(f"notify:{scope}", min=f"({after}", max="+", count=s.notify_replay_max)
             for sid, fields in entries:
-                await ws.send_text(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
+                await send(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
                 last = stream_id(sid)
             if after and not entries:
                 last = stream_id(after)
@@ -76,14 +83,17 @@ async def notifications(ws: WebSocket) -> None:
             message = await _next(sub.queue, gone, s.notify_heartbeat_s)
             if message is None:
                 if not gone.is_set():
-                    await ws.send_text('{"type":"heartbeat"}')
+                    await send('{"type":"heartbeat"}')
                 continue
             if "id" in message:  # replayable: deliver each id once, in order
                 sid = stream_id(str(message["id"]))
                 if sid <= last:
                     continue
                 last = sid
-            await ws.send_text(orjson.dumps(message).decode())
+            await send(orjson.dumps(message).decode())
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>"), 1.0)
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
