@@ -27,6 +27,7 @@ import aio_pika
 import orjson
 
 from fleetstream.config import Settings
+from fleetstream.retry import until_connected
 from sinks.rabbitmq import EXCHANGE
 
 log = logging.getLogger(__name__)
@@ -93,21 +94,16 @@ class NotificationHub:
         self._task = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                self._connection = await aio_pika.connect_robust(self.settings.rabbitmq_dsn)
-                channel = await self._connection.channel()
-                await channel.set_qos(prefetch_count=1000)
-                self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-                self._queue = await channel.declare_queue(self.queue_name, exclusive=True, auto_delete=True)
-                await self._queue.consume(self._on_message, no_ack=True)
-                self.ready.set()
-                return
-            except Exception as exc:
-                log.warning("notification hub not connected yet (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        async def attempt() -> None:
+            self._connection = await aio_pika.connect_robust(self.settings.rabbitmq_dsn)
+            channel = await self._connection.channel()
+            await channel.set_qos(prefetch_count=1000)
+            self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            self._queue = await channel.declare_queue(self.queue_name, exclusive=True, auto_delete=True)
+            await self._queue.consume(self._on_message, no_ack=True)
+
+        await until_connected("notification hub", attempt)
+        self.ready.set()
 
     async def stop(self) -> None:
         if self._task and not self._task.done():

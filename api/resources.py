@@ -21,6 +21,7 @@ from api.auth import Authenticator
 from api.notify import NotificationHub
 from fleetstream.config import Settings
 from fleetstream.kafka import make_producer
+from fleetstream.retry import until_connected
 from sinks.mongo import ensure_indexes
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,17 @@ class KafkaGate:
         self._task = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
-        delay = 0.5
-        while True:
+        async def attempt() -> None:
             producer = make_producer(self.settings, request_timeout_ms=int(self.settings.ingest_timeout_s * 1000))
             try:
                 await producer.start()
-                self.producer = producer
-                return
-            except Exception as exc:
-                log.warning("kafka producer not connected yet (%s); retrying in %.1fs", exc, delay)
+            except Exception:
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                raise
+            self.producer = producer
+
+        await until_connected("kafka producer", attempt)
 
     async def stop(self) -> None:
         if self._task and not self._task.done():
