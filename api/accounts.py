@@ -190,5 +190,5 @@ class Accounts:
             "token_hash": hash_secret(secret, self._pepper), "created_at": now,
             "expires_at": now + timedelta(seconds=self.s.refresh_token_ttl_s), "used_at": None, "revoked": False,
         })  # fmt: skip
-        access = issue_access_token(self.s, user["_id"], user["role"], self.s.access_token_ttl_s)
+        access = issue_access_token(self.s, user["_id"], user["role"], self.s.access_token_ttl_s, self._pepper)
         return TokenPair(access, token, int(self.s.access_token_ttl_s))

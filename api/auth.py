@@ -65,5 +65,10 @@ class Authenticator:
         self._cache[token] = (now + self.settings.device_token_cache_s, principal)
         return principal
 
+    @property
+    def pepper(self) -> bytes:
+        """The token-hashing key, read once at start-up (not from disk per request)."""
+        return self._pepper
+
     def forget(self) -> None:
         self._cache.clear()

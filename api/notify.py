@@ -21,7 +21,6 @@ import os
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import aio_pika
 import orjson
@@ -60,13 +59,21 @@ def stream_id(sid: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """A message as every socket sends it: serialised once, whatever the number of sockets."""
+
+    text: str
+    id: tuple[int, int] | None  # replay stream id; None for live-only messages (locations)
+
+
 @dataclass(eq=False)
 class Subscriber:
     patterns: list[str]
-    queue: asyncio.Queue[dict[str, Any]]
+    queue: asyncio.Queue[Outbound]
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer(self, message: Outbound) -> None:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
@@ -124,13 +131,14 @@ class NotificationHub:
             return
         key = message.routing_key or ""
         body.setdefault("routing_key", key)
+        out = Outbound(orjson.dumps(body).decode(), stream_id(str(body["id"])) if "id" in body else None)
         words = key.split(".")
         targets = set(self._by_prefix.get((words[0], words[1]), ())) if len(words) > 1 else set()
         for sub, patterns in self._other.items():
             if any(topic_matches(p, key) for p in patterns):
                 targets.add(sub)
         for sub in targets:
-            sub.offer(body)
+            sub.offer(out)
 
     async def subscribe(self, patterns: list[str], maxsize: int) -> Subscriber:
         await asyncio.wait_for(self.ready.wait(), 10)

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
+from api.accounts import Accounts
 from api.auth import Authenticator
 from api.notify import NotificationHub
 from fleetstream.config import Settings
@@ -73,6 +74,7 @@ class Resources:
     db: AsyncIOMotorDatabase
     auth: Authenticator
     hub: NotificationHub
+    accounts: Accounts
 
     @classmethod
     @asynccontextmanager
@@ -89,7 +91,9 @@ class Resources:
         hub = NotificationHub(settings)
         hub.start()
         try:
-            yield cls(settings, kafka, redis, mongo, db, Authenticator(settings, db), hub)
+            yield cls(
+                settings, kafka, redis, mongo, db, Authenticator(settings, db), hub, Accounts(db, redis, settings)
+            )
         finally:
             await hub.stop()
             await kafka.stop()

@@ -101,10 +101,11 @@ def verify_password(stored: str, password: str) -> bool:
         return False
 
 
-def issue_access_token(settings: Settings, user_id: str, role: str, ttl_s: float) -> str:
+def issue_access_token(settings: Settings, user_id: str, role: str, ttl_s: float, pepper: bytes | None = None) -> str:
+    """``pepper``: the signing key when the caller holds it already (it is read from a file otherwise)."""
     now = int(time.time())
     claims = {"sub": user_id, "role": role, "iat": now, "exp": now + int(ttl_s), "typ": "access"}
-    return jwt.encode(claims, token_pepper(settings), algorithm=_JWT_ALG)
+    return jwt.encode(claims, pepper or token_pepper(settings), algorithm=_JWT_ALG)
 
 
 def read_access_token(settings: Settings, token: str, pepper: bytes | None = None) -> dict[str, object] | None:

@@ -28,6 +28,13 @@ clean_topic = topic("telemetry.clean")
 status_topic = topic("drivers.status")
 
 GEO_KEY = "drivers:geo:available"
+
+
+def reserve_key(driver_id: str) -> str:
+    """The booking holding a driver (``streams.reservations``); kept here, beside the keys it guards."""
+    return f"reserve:driver:{driver_id}"
+
+
 SEEN_KEY = "drivers:last_seen"
 
 state_table = table(
@@ -98,7 +105,7 @@ async def track_drivers(stream):  # type: ignore[no-untyped-def]
                 "ts": last.ts.isoformat(), "seq": last.seq,
             }  # fmt: skip
             await update(
-                keys=[f"driver:{batch.driver_id}", GEO_KEY, SEEN_KEY, f"reserve:driver:{batch.driver_id}"],
+                keys=[f"driver:{batch.driver_id}", GEO_KEY, SEEN_KEY, reserve_key(batch.driver_id)],
                 args=[batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
                       _fmt(last.heading_deg), last.ts.isoformat(), last.seq, now],
                 client=pipe,

@@ -54,6 +54,7 @@ class Estimates:
     """This worker's last emitted ETA per booking and its learned speeds (flushed to Redis)."""
 
     last: dict[str, dict[str, Any]] = {}
+    arrived: set[str] = set()  # bookings whose pickup fence this worker reported (once is enough)
     speeds: dict[str, float] = {}
     dirty: set[str] = set()
 
@@ -88,6 +89,9 @@ async def estimate(stream):  # type: ignore[no-untyped-def]
         active = [(d, bid) for d, bid in zip(drivers, jobs, strict=True) if bid]
         if not active:
             continue
+        if len(Estimates.last) > 50_000:  # finished bookings are never looked at again; forgetting costs one update
+            Estimates.last.clear()
+            Estimates.arrived.clear()
         docs = await r.mget([mirror_key(bid) for _, bid in active])
         now = time.time()
         for (driver, _), doc in zip(active, docs, strict=True):
@@ -108,7 +112,8 @@ async def follow(booking: dict[str, Any], batch: TelemetryBatch, hour: int, now:
     if status == "assigned":
         fence = Zone.from_doc({"_id": f"pickup:{bid}", "name": "pickup", "circle": {"center": target,
                                "radius_m": s.arrival_radius_m}})  # fmt: skip
-        if fence.contains(p.lat, p.lon):
+        if bid not in Estimates.arrived and fence.contains(p.lat, p.lon):
+            Estimates.arrived.add(bid)
             await commands_topic.send(
                 key=bid.encode(),
                 value=BookingCommand(

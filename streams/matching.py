@@ -12,6 +12,7 @@ never hold the same driver) and offered the job with a deadline through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -119,10 +120,11 @@ async def match_once(settings: Settings) -> int:
             done.append(bid)  # moved on (cancelled, offered by a replay...): nothing to match
         else:
             open_.append(state)
-    per_booking: list[list[Candidate]] = []
-    for state in open_:
-        pickup = GeoPoint.model_validate(state["pickup"])
-        per_booking.append(await candidates(r, pickup, set(state.get("declined_by") or []), settings))
+    # Concurrently: a round of hundreds of bookings must not wait for their lookups one by one.
+    per_booking: list[list[Candidate]] = list(await asyncio.gather(*(
+        candidates(r, GeoPoint.model_validate(st["pickup"]), set(st.get("declined_by") or []), settings)
+        for st in open_
+    )))  # fmt: skip
     drivers = sorted({c.driver_id for cs in per_booking for c in cs})
     col = {d: i for i, d in enumerate(drivers)}
     costs = [[NO_ROUTE] * len(drivers) for _ in open_]

@@ -16,18 +16,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams.driver_state import GEO_KEY
+from streams.driver_state import GEO_KEY, reserve_key
 
 DEADLINES_KEY = "offers:deadlines"
 PENDING_KEY = "bookings:pending"
-
-
-def reserve_key(driver_id: str) -> str:
-    return f"reserve:driver:{driver_id}"
-
-
-def deadline_member(booking_id: str, driver_id: str) -> str:
-    return f"{booking_id}|{driver_id}"
+__all__ = ["DEADLINES_KEY", "PENDING_KEY", "hold_on", "release_on", "reserve", "reserve_key"]
 
 
 # KEYS: reserve key, driver hash, geo set, deadlines.  ARGV: booking, driver, ttl ms, deadline score.

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from api.accounts import AccountError, ensure_driver_account
 from api.deps import AdminDep, PrincipalDep, ResourcesDep
-from api.security import hash_secret, new_device_token, token_pepper
+from api.security import hash_secret, new_device_token
 from schemas.base import Ident
 
 router = APIRouter(tags=["devices"])
@@ -39,7 +39,7 @@ async def issue_device_token(driver_id: DriverId, res: ResourcesDep, principal: 
         {
             "_id": token_id,
             "driver_id": driver_id,
-            "token_hash": hash_secret(secret, token_pepper(res.settings)),
+            "token_hash": hash_secret(secret, res.auth.pepper),
             "created_at": datetime.now(UTC),
             "revoked": False,
         }

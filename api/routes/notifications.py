@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.notify import stream_id
+from api.notify import Outbound, stream_id
 from api.security import Principal
 
 router = APIRouter(tags=["notifications"])
@@ -85,12 +84,11 @@ async def notifications(ws: WebSocket) -> None:
                 if not gone.is_set():
                     await send('{"type":"heartbeat"}')
                 continue
-            if "id" in message:  # replayable: deliver each id once, in order
-                sid = stream_id(str(message["id"]))
-                if sid <= last:
+            if message.id is not None:  # replayable: deliver each id once, in order
+                if message.id <= last:
                     continue
-                last = sid
-            await send(orjson.dumps(message).decode())
+                last = message.id
+            await send(message.text)
     except TimeoutError:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>"), 1.0)
@@ -101,7 +99,7 @@ async def notifications(ws: WebSocket) -> None:
         await res.hub.unsubscribe(sub)
 
 
-async def _next(queue: asyncio.Queue[dict[str, Any]], gone: asyncio.Event, timeout: float) -> dict[str, Any] | None:
+async def _next(queue: asyncio.Queue[Outbound], gone: asyncio.Event, timeout: float) -> Outbound | None:
     getter = asyncio.ensure_future(queue.get())
     closed = asyncio.ensure_future(gone.wait())
     done, _ = await asyncio.wait({getter, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
