@@ -19,7 +19,8 @@ from fleetstream.config import get_settings
 from fleetstream.kafka import make_consumer
 from schemas import TelemetryBatch, decode
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
-from streams.driver_state import GEO_KEY, SEEN_KEY, UPDATE_POSITION, _fmt
+from streams.driver_state import UPDATE_POSITION, _fmt
+from streams.keys import GEO_KEY, SEEN_KEY
 from streams.rules import CleanLimits, clean_pings
 from streams.store import latest_state
 from streams.throttle import Throttle

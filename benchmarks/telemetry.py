@@ -201,7 +201,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     # As `fleetstream demo` runs it: live path and MongoDB history in two consumer groups.
     worker = spawn(
         [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning",
-         "--agents", "clean,driver_state,geofence,publish"], env, tmp / "worker.log"
+         "--agents", "clean,driver_state,geofence,publish,eta"], env, tmp / "worker.log"
     )  # fmt: skip
     store = spawn(
         [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning", "--agents", "store",

@@ -117,4 +117,5 @@ def load_agents(names: list[str] | None = None) -> list[str]:
     importlib.import_module("streams.metrics")
     for n in chosen:
         importlib.import_module(AGENT_MODULES[n])
+    importlib.import_module("streams.pipeline").build(chosen)  # one agent for the telemetry steps among them
     return chosen

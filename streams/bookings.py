@@ -20,6 +20,7 @@ from schemas import BookingCommand, decode, encode
 from streams import resources
 from streams.app import app, table, topic
 from streams.booking_rules import apply, public_view
+from streams.keys import JOBS_KEY, mirror_key
 from streams.metrics import RECORDS
 from streams.reservations import PENDING_KEY, hold_on, release_on
 
@@ -28,14 +29,9 @@ events_topic = topic("bookings.events")
 booking_table = table("booking-state")
 
 RECENT = 16
-JOBS_KEY = "drivers:job"
 REPLY_TTL_S = 60
 #: Statuses after which the driver that had the job is free again.
 RELEASING = {"requested", "cancelled", "expired", "delivered"}
-
-
-def mirror_key(booking_id: str) -> str:
-    return f"booking:{booking_id}"
 
 
 def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | None,

@@ -7,10 +7,10 @@ mirrored to Redis so the API and matching read it without Kafka:
 - ``drivers:geo:available`` geo set of online drivers that are not busy
 - ``drivers:last_seen``     sorted set, score = wall-clock time of the last processed ping
 
-Redis writes of a whole ``take`` batch go through one pipeline of a Lua script that
-keeps a busy driver out of the geo index. The offline timer runs on every worker;
-each stale driver is claimed atomically by one of them (a Lua ``ZREM``), which then
-emits the ``driver.status`` offline event.
+A step of the telemetry agent (``streams.pipeline``). Redis writes of a whole batch go
+through one pipeline of a Lua script that keeps a busy driver out of the geo index.
+The offline timer runs on every worker; each stale driver is claimed atomically by one
+of them (a Lua ``ZREM``), which then emits the ``driver.status`` offline event.
 """
 
 from __future__ import annotations
@@ -20,22 +20,13 @@ from datetime import UTC, datetime
 
 from fleetstream.config import get_settings
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
-from streams import resources
+from streams import pipeline, resources
 from streams.app import app, table, topic
-from streams.metrics import DRIVERS_ONLINE, PINGS, RECORDS
+from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
+from streams.metrics import DRIVERS_ONLINE, PINGS
 
-clean_topic = topic("telemetry.clean")
 status_topic = topic("drivers.status")
 
-GEO_KEY = "drivers:geo:available"
-
-
-def reserve_key(driver_id: str) -> str:
-    """The booking holding a driver (``streams.reservations``); kept here, beside the keys it guards."""
-    return f"reserve:driver:{driver_id}"
-
-
-SEEN_KEY = "drivers:last_seen"
 
 state_table = table(
     "driver-state",
@@ -82,18 +73,16 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else repr(v)
 
 
-@app.agent(clean_topic)
-async def track_drivers(stream):  # type: ignore[no-untyped-def]
+async def make_step() -> pipeline.Step:
     r = resources.redis()
     update = r.register_script(UPDATE_POSITION)
-    async for batches in stream.take(1000, within=0.05):
-        RECORDS.labels("driver_state").inc(len(batches))
+
+    async def track_drivers(items: list[pipeline.Item]) -> None:
         now = repr(time.time())
         pipe = r.pipeline(transaction=False)
         touched: list[tuple[TelemetryBatch, dict[str, object]]] = []
-        for batch in batches:
-            if not isinstance(batch, TelemetryBatch):
-                continue
+        for item in items:
+            batch = item.batch
             PINGS.labels("driver_state").inc(len(batch.pings))
             key = batch.driver_id.encode()
             prev = state_table.get(key)
@@ -105,14 +94,14 @@ async def track_drivers(stream):  # type: ignore[no-untyped-def]
                 "ts": last.ts.isoformat(), "seq": last.seq,
             }  # fmt: skip
             await update(
-                keys=[f"driver:{batch.driver_id}", GEO_KEY, SEEN_KEY, reserve_key(batch.driver_id)],
+                keys=[driver_key(batch.driver_id), GEO_KEY, SEEN_KEY, reserve_key(batch.driver_id)],
                 args=[batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
                       _fmt(last.heading_deg), last.ts.isoformat(), last.seq, now],
                 client=pipe,
             )  # fmt: skip
             touched.append((batch, state))
         if not touched:
-            continue
+            return
         results = await pipe.execute()
         for batch, state in touched:  # only after Redis has it: a crash before this replays into Redis
             state_table[batch.driver_id.encode()] = state
@@ -130,6 +119,11 @@ async def track_drivers(stream):  # type: ignore[no-untyped-def]
                         lon=state["lon"],
                     ),
                 )
+
+    return track_drivers
+
+
+pipeline.register_step("driver_state", make_step)
 
 
 @app.timer(interval=get_settings().offline_check_s)

@@ -6,7 +6,8 @@ cell (resolution 7, ~5 km²) and hour of day, kept in the Redis hash ``speeds`` 
 matching ranks candidates with the same numbers), falling back to ``default_speed_mps``.
 Estimates are smoothed, and an ``eta.update`` is emitted when it moved meaningfully
 (``eta_min_change_s`` or ``eta_min_change_ratio``) or ``eta_max_interval_s`` passed:
-those updates also carry the driver's position to the customer. Arrival at the pickup
+those updates also carry the driver's position to the customer, straight from this step
+of the telemetry agent (``streams.pipeline``) to the notification fan-out. Arrival at the pickup
 is a circular geofence (``streams.geo.Zone``) of ``arrival_radius_m`` around it.
 """
 
@@ -22,13 +23,12 @@ import orjson
 
 from fleetstream.config import Settings, get_settings
 from schemas import BookingCommand, EtaUpdate, TelemetryBatch
-from streams import resources
-from streams.app import app, topic
-from streams.bookings import JOBS_KEY, mirror_key
+from streams import pipeline, resources
+from streams.app import topic
+from streams.fanout import Notifier, eta_notification
 from streams.geo import Zone, haversine_m
-from streams.metrics import RECORDS
+from streams.keys import JOBS_KEY, mirror_key
 
-clean_topic = topic("telemetry.clean")
 eta_topic = topic("eta.updates")
 commands_topic = topic("bookings.commands")
 SPEED_RES = 7
@@ -59,18 +59,16 @@ class Estimates:
     dirty: set[str] = set()
 
 
-@app.agent(clean_topic)
-async def estimate(stream):  # type: ignore[no-untyped-def]
+async def make_step() -> pipeline.Step:
     s = get_settings()
     r = resources.redis()
-    async for batches in stream.take(1000, within=0.05):
-        RECORDS.labels("eta").inc(len(batches))
-        batches = [b for b in batches if isinstance(b, TelemetryBatch)]
-        if not batches:
-            continue
+    notifier = await Notifier.open()
+
+    async def estimate(items: list[pipeline.Item]) -> None:
         hour = datetime.now(UTC).hour
         newest: dict[str, TelemetryBatch] = {}
-        for b in batches:
+        for item in items:
+            b = item.batch
             newest[b.driver_id] = b
             for p in b.pings:
                 if p.speed_mps is not None and p.speed_mps > 0.5:  # parked drivers say nothing about traffic
@@ -88,23 +86,37 @@ async def estimate(stream):  # type: ignore[no-untyped-def]
         jobs, *_ = await pipe.execute()
         active = [(d, bid) for d, bid in zip(drivers, jobs, strict=True) if bid]
         if not active:
-            continue
+            return
         if len(Estimates.last) > 50_000:  # finished bookings are never looked at again; forgetting costs one update
             Estimates.last.clear()
             Estimates.arrived.clear()
         docs = await r.mget([mirror_key(bid) for _, bid in active])
         now = time.time()
+        updates: list[EtaUpdate] = []
         for (driver, _), doc in zip(active, docs, strict=True):
             booking = orjson.loads(doc) if doc else None
-            if booking is None or booking.get("driver_id") != driver:
-                continue
-            await follow(booking, newest[driver], hour, now, s)
+            if booking is not None and booking.get("driver_id") == driver:
+                update = await follow(booking, newest[driver], hour, now, s)
+                if update is not None:
+                    updates.append(update)
+        # Straight to the customer's socket (no further Kafka hop); eta.updates keeps the record.
+        await notifier.send([([f"customer.{u.customer_id}", "staff.all"], eta_notification(u)) for u in updates])
+        for u in updates:
+            await eta_topic.send(key=str(u.booking_id).encode(), value=u)
+
+    return estimate
 
 
-async def follow(booking: dict[str, Any], batch: TelemetryBatch, hour: int, now: float, s: Settings) -> None:
+pipeline.register_step("eta", make_step)
+
+
+async def follow(
+    booking: dict[str, Any], batch: TelemetryBatch, hour: int, now: float, s: Settings
+) -> EtaUpdate | None:
+    """This booking's new estimate when it is worth telling; the pickup fence's arrival command on the way."""
     status = booking["status"]
     if status not in ("assigned", "driver_arrived", "picked_up"):
-        return
+        return None
     phase = "to_dropoff" if status == "picked_up" else "to_pickup"
     target = booking["dropoff"] if phase == "to_dropoff" else booking["pickup"]
     p = batch.pings[-1]
@@ -129,10 +141,10 @@ async def follow(booking: dict[str, Any], batch: TelemetryBatch, hour: int, now:
     else:
         smoothed = SMOOTHING * raw + (1 - SMOOTHING) * prev["smoothed"]
         emit = should_emit(prev["sent"], prev["at"], smoothed, now, s)
-    if emit:
-        await eta_topic.send(key=bid.encode(), value=EtaUpdate(
-            booking_id=uuid.UUID(bid), customer_id=booking["customer_id"], driver_id=batch.driver_id, phase=phase,
-            eta_s=round(smoothed, 1), distance_m=round(distance, 1), lat=p.lat, lon=p.lon))  # fmt: skip
-        Estimates.last[bid] = {"phase": phase, "smoothed": smoothed, "sent": smoothed, "at": now}
-    else:
+    if not emit:
         Estimates.last[bid] = {**prev, "smoothed": smoothed}  # type: ignore[dict-item]
+        return None
+    Estimates.last[bid] = {"phase": phase, "smoothed": smoothed, "sent": smoothed, "at": now}
+    return EtaUpdate(booking_id=uuid.UUID(bid), customer_id=booking["customer_id"], driver_id=batch.driver_id,
+                     phase=phase, eta_s=round(smoothed, 1), distance_m=round(distance, 1), lat=p.lat,
+                     lon=p.lon)  # fmt: skip

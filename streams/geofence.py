@@ -2,8 +2,9 @@
 
 Zones are created through the API and stored in MongoDB; the API bumps the Redis key
 ``zones:version`` on every change, each worker polls that key every second and reloads
-only when it moved. The per-driver set of zones it is inside lives in a changelog-backed
-table, so a restart neither re-emits enters nor forgets exits.
+only when it moved. A step of the telemetry agent (``streams.pipeline``). The per-driver
+set of zones it is inside lives in a changelog-backed table, so a restart neither
+re-emits enters nor forgets exits.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ from __future__ import annotations
 import logging
 
 from fleetstream.config import get_settings
-from schemas import GeofenceEvent, TelemetryBatch, deterministic_event_id
-from streams import resources
+from schemas import GeofenceEvent, deterministic_event_id
+from streams import pipeline, resources
 from streams.app import app, table, topic
 from streams.geo import Zone, ZoneIndex
-from streams.metrics import PINGS, RECORDS
+from streams.metrics import PINGS
 from streams.replay import produced_before, remember
 from streams.rules import fence_changes
 
 log = logging.getLogger(__name__)
-clean_topic = topic("telemetry.clean")
 geofence_topic = topic("geofence.events")
 ZONES_VERSION_KEY = "zones:version"
 
 inside_table = table(
     "geofence-inside",
+    use_partitioner=True,  # written from batches: the key's partition is its source record's
 )
 
 
@@ -54,49 +55,49 @@ async def refresh_zones() -> None:
         log.warning("zone refresh failed: %s", exc)
 
 
-@app.agent(clean_topic)
-async def detect_fences(stream):  # type: ignore[no-untyped-def]
+async def make_step() -> pipeline.Step:
     default_dwell = get_settings().default_dwell_s
     if Zones.version == "unloaded":
         await Zones.refresh()
-    async for event in stream.events():
-        RECORDS.labels("geofence").inc()
-        batch = event.value
-        if not isinstance(batch, TelemetryBatch):
-            continue
-        PINGS.labels("geofence").inc(len(batch.pings))
-        key = batch.driver_id.encode()
-        msg = event.message
-        before = inside_table.get(key) or {}
+
+    async def detect_fences(items: list[pipeline.Item]) -> None:
         index = Zones.index
-        replayed = produced_before(before, msg.partition, msg.offset)
-        if replayed is not None:
-            changes = [(kind, zid, seq, dwell) for kind, zid, seq, dwell in replayed]
-        else:
-            if not before.get("inside") and not index.zones:
-                continue
-            inside = {k: dict(v) for k, v in before.get("inside", {}).items()}
-            found = [c for p in batch.pings for c in fence_changes(inside, p, index, default_dwell)]
-            changes = [(c.kind, c.zone_id, c.ping.seq, c.dwell_s) for c in found]
-        by_seq = {p.seq: p for p in batch.pings}
-        for kind, zone_id, seq, dwell in changes:
-            ping = by_seq[seq]
-            zone = index.zones.get(zone_id)
-            await geofence_topic.send(
-                key=key,
-                value=GeofenceEvent(
-                    event_id=deterministic_event_id("fence", batch.driver_id, zone_id, kind, seq),
-                    type=f"geofence.{kind}",
-                    driver_id=batch.driver_id,
-                    zone_id=zone_id,
-                    zone_name=zone.name if zone else zone_id,
-                    lat=ping.lat,
-                    lon=ping.lon,
-                    at=ping.ts,
-                    dwell_s=dwell,
-                ),
-            )
-        if replayed is None and (changes or inside != before.get("inside", {})):
-            inside_table[key] = remember(
-                {**before, "inside": inside}, msg.partition, msg.offset, [list(c) for c in changes]
-            )
+        for item in items:
+            batch = item.batch
+            key = batch.driver_id.encode()
+            before = inside_table.get(key) or {}
+            replayed = produced_before(before, item.source)
+            if replayed is not None:
+                changes = [(kind, zid, seq, dwell) for kind, zid, seq, dwell in replayed]
+            else:
+                if not before.get("inside") and not index.zones:
+                    continue
+                PINGS.labels("geofence").inc(len(batch.pings))
+                inside = {k: dict(v) for k, v in before.get("inside", {}).items()}
+                found = [c for p in batch.pings for c in fence_changes(inside, p, index, default_dwell)]
+                changes = [(c.kind, c.zone_id, c.ping.seq, c.dwell_s) for c in found]
+            by_seq = {p.seq: p for p in batch.pings}
+            for kind, zone_id, seq, dwell in changes:
+                ping = by_seq[seq]
+                zone = index.zones.get(zone_id)
+                await geofence_topic.send(
+                    key=key,
+                    value=GeofenceEvent(
+                        event_id=deterministic_event_id("fence", batch.driver_id, zone_id, kind, seq),
+                        type=f"geofence.{kind}",
+                        driver_id=batch.driver_id,
+                        zone_id=zone_id,
+                        zone_name=zone.name if zone else zone_id,
+                        lat=ping.lat,
+                        lon=ping.lon,
+                        at=ping.ts,
+                        dwell_s=dwell,
+                    ),
+                )
+            if replayed is None and (changes or inside != before.get("inside", {})):
+                inside_table[key] = remember({**before, "inside": inside}, item.source, [list(c) for c in changes])
+
+    return detect_fences
+
+
+pipeline.register_step("geofence", make_step)

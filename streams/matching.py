@@ -28,8 +28,7 @@ from fleetstream.config import Settings, get_settings
 from schemas import BookingCommand, GeoPoint
 from streams import resources
 from streams.app import app, topic
-from streams.bookings import mirror_key
-from streams.driver_state import GEO_KEY
+from streams.keys import GEO_KEY, mirror_key
 from streams.metrics import RECORDS
 from streams.reservations import CLAIM_DUE, CLAIM_EXPIRED, DEADLINES_KEY, PENDING_KEY, reserve
 

@@ -5,8 +5,8 @@ writes. After a SIGKILL the changelog may hold the new state while the output wa
 never delivered; the source record is then replayed (its offset was not committed)
 against state that already includes it. A filter would see its own earlier decision
 ("duplicate") and drop the pings for good. So each keyed state keeps, for its last
-few source offsets, what they produced; a replayed offset re-emits exactly that, and
-downstream dedupes by event id.
+few source records (topic, partition, offset), what they produced; a replayed record
+re-emits exactly that, and downstream dedupes by event id.
 """
 
 from __future__ import annotations
@@ -32,15 +32,21 @@ def seq_members(packed: list[object]) -> set[int]:
     return set(range(int(lo), int(hi) + 1)) - set(missing)  # type: ignore[arg-type,call-overload]
 
 
-def produced_before(state: dict[str, Any] | None, partition: int, offset: int) -> Any | None:
+def _ref(source: tuple[str, int, int]) -> list[object]:
+    return [f"{source[0]}:{source[1]}", source[2]]
+
+
+def produced_before(state: dict[str, Any] | None, source: tuple[str, int, int]) -> Any | None:
+    ref = _ref(source)
     for p, o, out in (state or {}).get("recent", []):
-        if p == partition and o == offset:
+        if p == ref[0] and o == ref[1]:
             return out
     return None
 
 
-def remember(state: dict[str, Any], partition: int, offset: int, output: Any) -> dict[str, Any]:
-    recent = [r for r in state.get("recent", []) if not (r[0] == partition and r[1] == offset)]
-    recent.append([partition, offset, output])
+def remember(state: dict[str, Any], source: tuple[str, int, int], output: Any) -> dict[str, Any]:
+    ref = _ref(source)
+    recent = [r for r in state.get("recent", []) if not (r[0] == ref[0] and r[1] == ref[1])]
+    recent.append([*ref, output])
     state["recent"] = recent[-KEEP:]
     return state

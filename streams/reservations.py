@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams.driver_state import GEO_KEY, reserve_key
+from streams.keys import GEO_KEY, driver_key, reserve_key
 
 DEADLINES_KEY = "offers:deadlines"
 PENDING_KEY = "bookings:pending"
@@ -72,12 +72,12 @@ return out
 
 
 async def reserve(r: aioredis.Redis, booking_id: str, driver_id: str, ttl_ms: int, deadline: float) -> bool:
-    keys = [reserve_key(driver_id), f"driver:{driver_id}", GEO_KEY, DEADLINES_KEY]
+    keys = [reserve_key(driver_id), driver_key(driver_id), GEO_KEY, DEADLINES_KEY]
     return bool(await r.eval(RESERVE, 4, *keys, booking_id, driver_id, ttl_ms, repr(deadline)))
 
 
 def release_on(pipe: Any, booking_id: str, driver_id: str) -> None:
-    keys = [reserve_key(driver_id), f"driver:{driver_id}", GEO_KEY, DEADLINES_KEY]
+    keys = [reserve_key(driver_id), driver_key(driver_id), GEO_KEY, DEADLINES_KEY]
     pipe.eval(RELEASE, 4, *keys, booking_id, driver_id)
 
 

@@ -113,7 +113,8 @@ def test_replay_memory_round_trips_seq_sets() -> None:
     assert seq_members(seq_set([])) == set()
     state: dict[str, object] = {}
     for off in range(100):
-        state = remember(state, 1, off, seq_set([off]))
-    assert produced_before(state, 1, 99) == seq_set([99])
-    assert produced_before(state, 1, 10) is None  # older than the kept window
-    assert produced_before(state, 2, 99) is None  # another partition
+        state = remember(state, ("raw", 1, off), seq_set([off]))
+    assert produced_before(state, ("raw", 1, 99)) == seq_set([99])
+    assert produced_before(state, ("raw", 1, 10)) is None  # older than the kept window
+    assert produced_before(state, ("raw", 2, 99)) is None  # another partition
+    assert produced_before(state, ("clean", 1, 99)) is None  # another source topic

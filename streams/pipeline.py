@@ -1,0 +1,89 @@
+"""The live telemetry path: one agent, one pass over each batch of device records.
+
+Clean, driver state, geofences, locations and ETAs are steps, each in its own module
+(``streams.clean``, ``streams.driver_state``…), registered here when their module is
+imported. ``fleetstream worker --agents`` decides which steps run; whatever ran, one
+agent reads the source once, decodes each record once and hands the cleaned batches to
+every step. Five agents re-reading ``telemetry.clean`` cost a Kafka hop and a decode
+per step (the live worker was CPU-bound on exactly that), and a ping took three Kafka
+hops to reach a customer's socket as an ETA; now it takes one.
+
+The source is ``telemetry.raw`` when the clean step runs here, else ``telemetry.clean``
+(clean runs in another process). ``telemetry.clean`` is still written for the history
+sink and for anyone's own agents. Steps after clean run concurrently on the same batch;
+the batch's offsets are committed only after all of them returned (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faust.types import EventT
+
+from schemas import TelemetryBatch
+from streams.app import app, topic
+from streams.metrics import PINGS, RECORDS
+
+#: Steps in the order they run (clean first: the others see only what it accepted).
+ORDER = ("clean", "driver_state", "geofence", "publish", "eta")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A cleaned batch and the source record it came from (replay memories key on ``source``)."""
+
+    batch: TelemetryBatch
+    source: tuple[str, int, int]  # topic, partition, offset
+
+
+Step = Callable[[list[Item]], Awaitable[None]]
+Cleaner = Callable[[Sequence[EventT]], Awaitable[list[Item]]]
+
+_steps: dict[str, Callable[[], Awaitable[Step]]] = {}
+_cleaner: Callable[[], Awaitable[Cleaner]] | None = None
+
+
+def register_step(name: str, factory: Callable[[], Awaitable[Step]]) -> None:
+    """A step module calls this on import; the factory opens its clients inside the worker's loop."""
+    _steps[name] = factory
+
+
+def register_cleaner(factory: Callable[[], Awaitable[Cleaner]]) -> None:
+    global _cleaner
+    _cleaner = factory
+
+
+def passthrough(events: Sequence[EventT]) -> list[Item]:
+    """Records of ``telemetry.clean`` are already clean: only wrap them."""
+    out = []
+    for e in events:
+        if isinstance(e.value, TelemetryBatch):
+            m = e.message
+            out.append(Item(e.value, (m.topic, m.partition, m.offset)))
+    return out
+
+
+def build(chosen: list[str], take: int = 1000, within_s: float = 0.02) -> Any | None:
+    """Define the telemetry agent for the chosen steps (none chosen: no agent)."""
+    cleaner = _cleaner if "clean" in chosen else None
+    names = [n for n in ORDER if n in _steps and n in chosen]
+    if cleaner is None and not names:
+        return None
+    source = topic("telemetry.raw" if cleaner is not None else "telemetry.clean")
+
+    @app.agent(source, name="streams.pipeline.telemetry")
+    async def telemetry(stream):  # type: ignore[no-untyped-def]
+        clean = await cleaner() if cleaner is not None else None
+        steps = [await _steps[n]() for n in names]
+        async for events in stream.take_events(take, within=within_s):
+            RECORDS.labels("telemetry").inc(len(events))
+            items = await clean(events) if clean is not None else passthrough(events)
+            if not items:
+                continue
+            PINGS.labels("telemetry").inc(sum(len(i.batch.pings) for i in items))
+            await asyncio.gather(*(step(items) for step in steps))
+
+    return telemetry
