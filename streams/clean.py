@@ -21,6 +21,7 @@ from schemas import DeadLetter, TelemetryBatch, deterministic_event_id
 from streams import pipeline
 from streams.app import table, topic
 from streams.metrics import DROPPED, PINGS
+from streams.pipeline import committed
 from streams.replay import produced_before, remember, seq_members, seq_set
 from streams.rules import CleanLimits, clean_pings
 
@@ -53,7 +54,8 @@ async def make_cleaner() -> pipeline.Cleaner:
                 good, bad = [p for p in batch.pings if p.seq in seqs], []
             else:
                 good, bad, last = clean_pings(state.get("last"), batch.pings, limits)
-                last_accepted[key] = remember({**state, "last": last}, source, seq_set([p.seq for p in good]))
+                memory = remember({**state, "last": last}, source, seq_set([p.seq for p in good]), committed(source))
+                last_accepted[key] = memory
             PINGS.labels("clean").inc(len(batch.pings))
             for ping, reason, detail in bad:
                 DROPPED.labels(reason).inc()

@@ -17,6 +17,7 @@ from streams import pipeline, resources
 from streams.app import app, table, topic
 from streams.geo import Zone, ZoneIndex
 from streams.metrics import PINGS
+from streams.pipeline import committed
 from streams.replay import produced_before, remember
 from streams.rules import fence_changes
 
@@ -95,7 +96,8 @@ async def make_step() -> pipeline.Step:
                     ),
                 )
             if replayed is None and (changes or inside != before.get("inside", {})):
-                inside_table[key] = remember({**before, "inside": inside}, item.source, [list(c) for c in changes])
+                changed = [list(c) for c in changes]
+                inside_table[key] = remember({**before, "inside": inside}, item.source, changed, committed(item.source))
 
     return detect_fences
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from schemas import TelemetryBatch
 from streams.app import app, topic
@@ -54,6 +54,11 @@ def register_step(name: str, factory: Callable[[], Awaitable[Step]]) -> None:
 def register_cleaner(factory: Callable[[], Awaitable[Cleaner]]) -> None:
     global _cleaner
     _cleaner = factory
+
+
+def committed(source: tuple[str, int, int]) -> int | None:
+    """The consumer group's committed offset of the source's partition (replay memories prune below it)."""
+    return app.consumer._committed_offset.get(TP(source[0], source[1]))  # Faust keeps it only here
 
 
 def passthrough(events: Sequence[EventT]) -> list[Item]:

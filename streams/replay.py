@@ -44,9 +44,18 @@ def produced_before(state: dict[str, Any] | None, source: tuple[str, int, int]) 
     return None
 
 
-def remember(state: dict[str, Any], source: tuple[str, int, int], output: Any) -> dict[str, Any]:
+def remember(
+    state: dict[str, Any], source: tuple[str, int, int], output: Any, committed: int | None = None
+) -> dict[str, Any]:
+    """Add ``source``'s output; entries of its partition below the ``committed`` offset can never replay.
+
+    Dropping those keeps the state (and its changelog record, written per source record)
+    at one or two entries in steady state instead of ``KEEP``.
+    """
     ref = _ref(source)
-    recent = [r for r in state.get("recent", []) if not (r[0] == ref[0] and r[1] == ref[1])]
+    floor = -1 if committed is None else committed
+    recent = [r for r in state.get("recent", [])
+              if not (r[0] == ref[0] and (r[1] == ref[1] or r[1] < floor))]  # fmt: skip
     recent.append([*ref, output])
     state["recent"] = recent[-KEEP:]
     return state

@@ -118,3 +118,7 @@ def test_replay_memory_round_trips_seq_sets() -> None:
     assert produced_before(state, ("raw", 1, 10)) is None  # older than the kept window
     assert produced_before(state, ("raw", 2, 99)) is None  # another partition
     assert produced_before(state, ("clean", 1, 99)) is None  # another source topic
+    # Below the committed offset nothing can replay: those entries go, other partitions' stay.
+    state = remember(state, ("raw", 2, 5), seq_set([5]))
+    state = remember(state, ("raw", 1, 100), seq_set([100]), committed=99)
+    assert [r[1] for r in state["recent"]] == [99, 5, 100]  # type: ignore[index]
