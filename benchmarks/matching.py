@@ -13,9 +13,14 @@ candidate ETA = straight line x road factor / speed, ``greedy`` and ``assign``):
 
 A driver drives to the pickup, then to the dropoff, and is free again there. Reported:
 mean and p95 ETA to pickup at assignment, and mean/p95 customer wait (request → pickup,
-including the batching window and time without a free driver). Pure simulation: no
-services involved; ETA *error* against observed arrivals needs the learned speed model
-(not built yet, see ARCHITECTURE.md).
+including the batching window and time without a free driver).
+
+ETA error: the same fleet drives the demo's road graph (``fleetstream.city``: speed
+limits, closed blocks, a congested centre) and pings every few seconds; the platform's
+own learning (``streams.eta.learn``) turns those pings into speeds per H3 cell, and
+``streams.eta.travel_s`` predicts the time to pickup at assignment and every 30 s on the
+way. Each prediction is compared with the time the vehicle actually arrived; the same
+for a constant-speed ETA (``default_speed_mps``). Pure simulation: no services involved.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetstream.city import City, Vehicle
 from fleetstream.config import Settings
+from streams.eta import learn, speed_key, travel_s
 from streams.matching import NO_ROUTE, assign, eta_seconds, greedy
 
 SIZE_M = 12_000.0
@@ -109,6 +116,71 @@ def simulate(policy: str, fleet: list[tuple[float, float]], reqs: list[Request],
     }
 
 
+def eta_error(drivers: int, rate: float, seconds: float, seed: int, s: Settings,
+              dt: float = 2.0, ping_every: float = 6.0, predict_every: float = 30.0) -> dict[str, object]:  # fmt: skip
+    """Predicted vs actual time to pickup, learned speeds against a constant speed."""
+    rng = random.Random(seed)
+    city = City.load()
+    fleet = [Vehicle(city, rng.randrange(len(city.nodes)), rng.uniform(0.85, 1.05)) for _ in range(drivers)]
+    for v in fleet:
+        v.go(city.random_node(rng))  # cruising: idle drivers roam, and their pings teach the model
+    hour = 8
+    speeds: dict[str, float] = {}
+    job: dict[int, tuple[str, int]] = {}  # vehicle → (phase, target node)
+    job_dropoff: dict[int, int] = {}
+    predictions: dict[int, list[tuple[float, float, float]]] = {}  # vehicle → (at, learned, constant)
+    err_learned: list[float] = []
+    err_constant: list[float] = []
+    next_request = rng.expovariate(rate)
+    t = 0.0
+    while t < seconds:
+        t += dt
+        while next_request <= t:
+            next_request += rng.expovariate(rate)
+            pickup, dropoff = city.random_node(rng, 0.6), city.random_node(rng)
+            free = [i for i in range(len(fleet)) if i not in job]
+            if not free:
+                continue
+            plat, plon = city.nodes[pickup]
+            best = min(free, key=lambda i: travel_s(*fleet[i].position, plat, plon, speeds, hour, s))
+            fleet[best].go(pickup)
+            job[best], job_dropoff[best], predictions[best] = ("to_pickup", pickup), dropoff, []
+        tick_ping = int(t / ping_every) != int((t - dt) / ping_every)
+        tick_predict = int(t / predict_every) != int((t - dt) / predict_every)
+        for i, v in enumerate(fleet):
+            arrived = v.step(dt)
+            lat, lon = v.position
+            if tick_ping and v.speed_mps > 0.5:
+                k = speed_key(lat, lon, hour)
+                speeds[k] = learn(speeds.get(k), v.speed_mps, s.speed_learning_rate)
+            phase = job.get(i)
+            if phase is None:
+                if arrived or not v.moving:
+                    v.go(city.random_node(rng))
+                continue
+            if phase[0] == "to_pickup":
+                if arrived or not v.moving:
+                    for at, learned, constant in predictions.pop(i):
+                        err_learned.append(abs(at + learned - t))
+                        err_constant.append(abs(at + constant - t))
+                    job[i] = ("to_dropoff", job_dropoff[i])
+                    v.go(job_dropoff[i])
+                elif tick_predict or not predictions[i]:
+                    plat, plon = city.nodes[phase[1]]
+                    predictions[i].append((t, travel_s(lat, lon, plat, plon, speeds, hour, s),
+                                           travel_s(lat, lon, plat, plon, {}, hour, s)))  # fmt: skip
+            elif arrived or not v.moving:
+                del job[i]
+                v.go(city.random_node(rng))
+    out: dict[str, object] = {"predictions": len(err_learned)}
+    if err_learned:
+        for name, errs in (("learned", err_learned), ("constant", err_constant)):
+            out[f"{name}_mae_s"] = round(statistics.fmean(errs), 1)
+            out[f"{name}_p90_s"] = round(_p(errs, 90), 1)
+        out["learned_over_constant_mae"] = round(statistics.fmean(err_learned) / statistics.fmean(err_constant), 3)
+    return out
+
+
 def _p(xs: list[float], q: float) -> float:
     return heapq.nsmallest(max(1, math.ceil(len(xs) * q / 100)), xs)[-1]
 
@@ -120,6 +192,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--window", type=float, default=2.0, help="batching window, seconds")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--skip-eta", action="store_true", help="skip the (slower) driving simulation for ETA error")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "matching.json")
     args = ap.parse_args()
     s = Settings()
@@ -129,6 +202,8 @@ def main() -> None:
               "batched": simulate("batched", fleet, reqs, args.window, s)}  # fmt: skip
     g, b = result["greedy"], result["batched"]
     result["batched_over_greedy_pickup_eta_mean"] = round(b["pickup_eta_mean_s"] / g["pickup_eta_mean_s"], 3)
+    if not args.skip_eta:
+        result["eta_error"] = eta_error(args.drivers, args.rate, args.minutes * 60, args.seed, s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

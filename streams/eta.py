@@ -1,20 +1,22 @@
 """ETAs: per active booking, time to pickup then to dropoff, as the driver's pings arrive.
 
-ETA = straight-line distance x ``road_factor`` / expected speed, where the expected speed
-is learned online from the fleet's own pings: an exponentially weighted mean per H3
-cell (resolution 7, ~5 km²) and hour of day, kept in the Redis hash ``speeds`` (the
-matching ranks candidates with the same numbers), falling back to ``default_speed_mps``.
-Estimates are smoothed, and an ``eta.update`` is emitted when it moved meaningfully
-(``eta_min_change_s`` or ``eta_min_change_ratio``) or ``eta_max_interval_s`` passed:
-those updates also carry the driver's position to the customer, straight from this step
-of the telemetry agent (``streams.pipeline``) to the notification fan-out. Arrival at the pickup
-is a circular geofence (``streams.geo.Zone``) of ``arrival_radius_m`` around it.
+ETA = straight-line distance x ``road_factor`` at the expected speed of each H3 cell the
+line crosses (``travel_s``). Expected speeds are learned online from the fleet's own
+pings: an exponentially weighted mean per H3 cell (resolution 7, ~5 km²) and hour of
+day, kept in the Redis hash ``speeds`` (the matching ranks candidates with the same
+numbers), falling back to ``default_speed_mps``. Estimates are smoothed, and an
+``eta.update`` is emitted when it moved meaningfully (``eta_min_change_s`` or
+``eta_min_change_ratio``) or ``eta_max_interval_s`` passed: those updates also carry the
+driver's position to the customer, straight from this step of the telemetry agent
+(``streams.pipeline``) to the notification fan-out. Arrival at the pickup is a circular
+geofence (``streams.geo.Zone``) of ``arrival_radius_m`` around it.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +43,23 @@ def speed_key(lat: float, lon: float, hour: int) -> str:
 
 def learn(current: float | None, observed: float, rate: float) -> float:
     return observed if current is None else current + rate * (observed - current)
+
+
+def travel_s(lat: float, lon: float, to_lat: float, to_lon: float, speeds: Mapping[str, float], hour: int,
+             s: Settings) -> float:  # fmt: skip
+    """Straight line x road factor, each H3 cell the line crosses at the speed learned there.
+
+    One cell's speed for the whole trip would price a drive into a jammed centre at the
+    suburb's speed the driver is in now.
+    """
+    distance = haversine_m(lat, lon, to_lat, to_lon) * s.road_factor
+    a, b = h3.latlng_to_cell(lat, lon, SPEED_RES), h3.latlng_to_cell(to_lat, to_lon, SPEED_RES)
+    try:
+        cells = h3.grid_path_cells(a, b) if a != b else [a]
+    except h3.H3BaseException:  # no grid path (across a pentagon): the start cell's speed
+        cells = [a]
+    share = distance / len(cells)
+    return sum(share / max(speeds.get(f"{c}:{hour}", s.default_speed_mps), 0.5) for c in cells)
 
 
 def should_emit(sent_s: float, sent_at: float, eta_s: float, now: float, s: Settings) -> bool:
@@ -133,8 +152,7 @@ async def follow(
                 ),
             )
     distance = haversine_m(p.lat, p.lon, target["lat"], target["lon"])
-    speed = Estimates.speeds.get(speed_key(p.lat, p.lon, hour), s.default_speed_mps)
-    raw = distance * s.road_factor / max(speed, 0.5)
+    raw = travel_s(p.lat, p.lon, target["lat"], target["lon"], Estimates.speeds, hour, s)
     prev = Estimates.last.get(bid)
     if prev is None or prev["phase"] != phase:
         smoothed, emit = raw, True

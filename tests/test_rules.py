@@ -122,3 +122,22 @@ def test_replay_memory_round_trips_seq_sets() -> None:
     state = remember(state, ("raw", 2, 5), seq_set([5]))
     state = remember(state, ("raw", 1, 100), seq_set([100]), committed=99)
     assert [r[1] for r in state["recent"]] == [99, 5, 100]  # type: ignore[index]
+
+
+def test_travel_time_prices_each_cell_on_the_way_at_its_learned_speed() -> None:
+    import h3
+
+    from fleetstream.config import Settings
+    from streams.eta import SPEED_RES, travel_s
+    from streams.geo import haversine_m
+
+    s = Settings()
+    a, b = (52.40, 13.20), (52.52, 13.40)  # ~19 km: suburb to the centre
+    road = haversine_m(*a, *b) * s.road_factor
+    assert abs(travel_s(*a, *b, {}, 8, s) - road / s.default_speed_mps) < 1e-6
+    cells = h3.grid_path_cells(h3.latlng_to_cell(*a, SPEED_RES), h3.latlng_to_cell(*b, SPEED_RES))
+    jam = {f"{c}:8": 2.0 for c in cells[len(cells) // 2 :]}  # the second half crawls at 2 m/s
+    slow = travel_s(*a, *b, jam, 8, s)
+    expected = road / len(cells) * (len(cells) // 2 / s.default_speed_mps + (len(cells) - len(cells) // 2) / 2.0)
+    assert abs(slow - expected) < 1e-6
+    assert travel_s(*a, *b, jam, 9, s) == travel_s(*a, *b, {}, 9, s)  # learned for another hour only
