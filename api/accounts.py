@@ -104,25 +104,29 @@ class LoginLimiter:
         self.redis, self.s = redis, settings
 
     async def check(self, email: str, address: str) -> None:
+        """Refuse while the account or the address has too many recent failures.
+
+        Only failures count against an address: many people behind one NAT (or the demo's
+        simulated customers) log in successfully from one address; credential stuffing fails.
+        """
         acct, addr = f"ratelimit:login:acct:{email}", f"ratelimit:login:addr:{address}"
-        window = int(self.s.login_window_s)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(addr)
-        pipe.expire(addr, window, nx=True)
+        pipe.get(addr)
         pipe.get(acct)
         pipe.ttl(addr)
         pipe.ttl(acct)
-        attempts, _, failures, addr_ttl, acct_ttl = await pipe.execute()
-        if int(attempts) > self.s.login_max_attempts_per_address:
-            raise AccountError(429, "too many login attempts from this address", {"Retry-After": str(max(addr_ttl, 1))})
+        attempts, failures, addr_ttl, acct_ttl = await pipe.execute()
+        if attempts is not None and int(attempts) >= self.s.login_max_attempts_per_address:
+            raise AccountError(429, "too many failed logins from this address", {"Retry-After": str(max(addr_ttl, 1))})
         if failures is not None and int(failures) >= self.s.login_max_failures_per_account:
             raise AccountError(429, "too many failed logins for this account", {"Retry-After": str(max(acct_ttl, 1))})
 
-    async def failed(self, email: str) -> None:
-        key = f"ratelimit:login:acct:{email}"
+    async def failed(self, email: str, address: str) -> None:
+        window = int(self.s.login_window_s)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, int(self.s.login_window_s), nx=True)
+        for key in (f"ratelimit:login:acct:{email}", f"ratelimit:login:addr:{address}"):
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
         await pipe.execute()
 
     async def succeeded(self, email: str) -> None:
@@ -142,7 +146,7 @@ class Accounts:
         stored = (user or {}).get("password_hash") or _DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, stored, password)
         if user is None or not user.get("password_hash") or not ok:
-            await self.limiter.failed(email)
+            await self.limiter.failed(email, address)
             raise AccountError(401, "wrong email or password")
         await self.limiter.succeeded(email)
         return await self._issue(user, family=secrets.token_hex(8))

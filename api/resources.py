@@ -20,6 +20,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from api.accounts import Accounts
 from api.auth import Authenticator
 from api.notify import NotificationHub
+from fleetstream.clients import redis_client
 from fleetstream.config import Settings
 from fleetstream.kafka import make_producer
 from fleetstream.retry import until_connected
@@ -81,7 +82,7 @@ class Resources:
     async def open(cls, settings: Settings) -> AsyncIterator[Resources]:
         kafka = KafkaGate(settings)
         kafka.start()
-        redis = aioredis.from_url(settings.redis_dsn, decode_responses=True, max_connections=512)
+        redis = redis_client(settings.redis_dsn, max_connections=512)
         mongo: AsyncIOMotorClient = AsyncIOMotorClient(settings.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=5000)
         db = mongo[settings.mongo_db]
         try:

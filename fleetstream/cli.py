@@ -170,12 +170,16 @@ def smoke(
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
-    drivers: int = 50,
+    drivers: int = 200,
+    bookings_per_min: Annotated[float, typer.Option(help="Bookings per simulated minute.")] = 20.0,
+    pace: Annotated[
+        float | None, typer.Option(help="Simulated seconds per second (default: 6 with --duration, else 1).")
+    ] = None,
 ) -> None:
-    """Start the stack, a worker and the API, push simulated telemetry and report what flowed."""
+    """Start the stack, workers and the API; seed accounts and zones; drive a simulated city through it, live."""
     from fleetstream.demo import run_demo
 
-    if not run_demo(get_settings(), duration, drivers, console):
+    if not run_demo(get_settings(), duration, drivers, console, bookings_per_min, pace):
         raise typer.Exit(1)
 
 

@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     access_token_ttl_s: float = 900.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
-    #: Failed logins per account, and attempts per client address, within ``login_window_s``.
+    #: Failed logins per account, and failed logins per client address, within ``login_window_s``.
     login_max_failures_per_account: int = 5
     login_max_attempts_per_address: int = 30
     login_window_s: float = 900.0

@@ -6,6 +6,7 @@ import aio_pika
 import redis.asyncio as aioredis
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
+from fleetstream.clients import redis_client
 from fleetstream.config import get_settings
 
 _redis: aioredis.Redis | None = None
@@ -16,7 +17,7 @@ _rabbit: aio_pika.abc.AbstractRobustConnection | None = None
 def redis() -> aioredis.Redis:
     global _redis
     if _redis is None:
-        _redis = aioredis.from_url(get_settings().redis_dsn, decode_responses=True, max_connections=64)
+        _redis = redis_client(get_settings().redis_dsn, max_connections=64)
     return _redis
 
 
