@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint stack-up stack-down stack-status bench clean
+.PHONY: install web browser demo test lint stack-up stack-down stack-status bench clean
 
 $(BIN)/fleetstream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,24 @@ $(BIN)/fleetstream: pyproject.toml
 
 install: $(BIN)/fleetstream
 
-demo: install
+# The browser UI (React, Tailwind, Leaflet), built with Vite from the npm registry; the API serves web/dist.
+WEB_SRC := web/package.json web/package-lock.json web/index.html web/vite.config.js $(shell find web/src -type f)
+web/dist/index.html: $(WEB_SRC)
+	cd web && npm ci --no-audit --no-fund && npm run build
+web: web/dist/index.html
+
+# Browser tests drive Debian's chromium with Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+
+demo: install web
 	$(BIN)/fleetstream demo
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint web browser
 	$(BIN)/fleetstream stack up
 	$(BIN)/fleetstream topics
 	$(BIN)/pytest

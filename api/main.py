@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
 from api.resources import Resources
-from api.routes import auth, bookings, devices, drivers, health, metrics, notifications, telemetry, zones
+from api.routes import auth, bookings, devices, drivers, health, metrics, notifications, telemetry, web, zones
 from fleetstream.config import get_settings
 from fleetstream.runtime import tune_gc
 
@@ -25,6 +25,7 @@ def create_app() -> FastAPI:
             yield
 
     app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
-    for module in (health, metrics, auth, bookings, notifications, devices, telemetry, drivers, zones):
+    for module in (health, metrics, auth, bookings, notifications, devices, telemetry, drivers, zones, web):
         app.include_router(module.router)
+    web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
     return app

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     # --- where the local stack keeps data, logs and downloaded runtimes
     home: Path = Field(default=REPO_ROOT / ".fleetstream")
+    #: The built browser UI the API serves at ``/`` (``make web``); absent → API only.
+    web_dist: Path = Field(default=REPO_ROOT / "web" / "dist")
 
     # --- service endpoints
     host: str = "127.0.0.1"

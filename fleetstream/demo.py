@@ -91,9 +91,11 @@ def view(sim: Simulation, url: str) -> Table:
               f"({st['eta_predictions_checked']} predictions)")  # fmt: skip
     t.add_row("notification sockets", str(st["sockets"]))
     t.add_row("HTTP errors", str(st["http_errors"] or "none"))
+    t.add_row("web UI", f"{url}/")
     if sim.dispatcher is not None:
         t.add_row("log in (dispatcher)", f"{sim.dispatcher.email} / {sim.password}")
         t.add_row("log in (a customer)", f"{sim.customers[0].email} / {sim.password}")
+        t.add_row("log in (driver page)", f"{sim.human_driver} / {sim.password}")
     return t
 
 
@@ -105,6 +107,8 @@ async def simulate(settings: Settings, url: str, sim: Simulation, duration: floa
         await sim.setup(c, admin)
         console.print(f"seeded {len(sim.device_tokens)} driver devices, a dispatcher, {len(sim.customers)} customers "
                       f"and zones; the world runs at {sim.pace:g}x")  # fmt: skip
+        who = f"dispatcher {sim.dispatcher.email if sim.dispatcher else ''}, customer {sim.customers[0].email}"
+        console.print(f"web UI: {url}/ — {who}, driver {sim.human_driver}; password {sim.password}")
         run = asyncio.create_task(sim.run(c, duration))
 
         async def watch_children() -> None:

@@ -93,6 +93,7 @@ class Simulation:
         self.stats = Stats()
         self.password = uuid.uuid4().hex  # this run's demo accounts; printed, never stored
         self.dispatcher: Account | None = None
+        self.human_driver = ""
         self.customers: list[Account] = []
         self.device_tokens: dict[str, str] = {}
         self.offers: dict[str, asyncio.Queue[dict[str, Any]]] = {}
@@ -131,6 +132,11 @@ class Simulation:
                          "password": self.password, "name": "Demo dispatcher", "role": "dispatcher"})  # fmt: skip
         r.raise_for_status()
         self.dispatcher = await self.login(c, f"dispatcher.{self.run_id}@example.com")
+        # A driver for a person to play on the web UI's driver page (the simulated ones use device tokens).
+        self.human_driver = f"driver.{self.run_id}@example.com"
+        r = await c.post("/v1/users", headers=admin, json={"email": self.human_driver, "password": self.password,
+                         "name": "You, driving", "role": "driver"})  # fmt: skip
+        r.raise_for_status()
         for i in range(6):
             email = f"customer{i}.{self.run_id}@example.com"
             r = await c.post("/v1/auth/register", json={"email": email, "password": self.password,

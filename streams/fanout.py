@@ -52,6 +52,8 @@ def booking_notification(e: BookingEvent) -> dict[str, object]:
         "eta_s": e.eta_s,
         "reason": e.reason,
         "version": e.version,
+        "pickup": e.pickup.model_dump() if e.pickup else None,
+        "dropoff": e.dropoff.model_dump() if e.dropoff else None,
     }
 
 

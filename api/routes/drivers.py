@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
 from schemas.base import Ident, Latitude, Longitude
 from sinks.mongo import read_track
+from streams.keys import GEO_KEY, SEEN_KEY, driver_key
 
 router = APIRouter(prefix="/v1/drivers", tags=["drivers"])
 
@@ -22,6 +23,23 @@ def _state(driver_id: str, h: dict[str, str]) -> dict[str, Any]:
         out[k] = float(h[k]) if h.get(k) else None
     out["seq"] = int(h["seq"]) if h.get("seq") else None
     return out
+
+
+@router.get("")
+async def fleet(
+    res: ResourcesDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
+) -> list[dict[str, Any]]:
+    """Every driver seen recently (online or busy), most recent first: the dispatcher's map on open."""
+    if not principal.sees_all_drivers:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins see the whole fleet")
+    ids = await res.redis.zrevrange(SEEN_KEY, 0, limit - 1)
+    pipe = res.redis.pipeline(transaction=False)
+    for d in ids:
+        pipe.hgetall(driver_key(d))
+    states = await pipe.execute()
+    return [_state(d, h) for d, h in zip(ids, states, strict=True) if h]
 
 
 @router.get("/nearby")
@@ -37,12 +55,12 @@ async def nearby(
     if not principal.sees_all_drivers:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins search for drivers")
     found = await res.redis.geosearch(
-        "drivers:geo:available", longitude=lon, latitude=lat, radius=radius_m, unit="m",
+        GEO_KEY, longitude=lon, latitude=lat, radius=radius_m, unit="m",
         sort="ASC", count=limit, withdist=True,
     )  # fmt: skip
     pipe = res.redis.pipeline(transaction=False)
     for name, _ in found:
-        pipe.hgetall(f"driver:{name}")
+        pipe.hgetall(driver_key(name))
     states = await pipe.execute()
     return [{**_state(name, h), "distance_m": dist} for (name, dist), h in zip(found, states, strict=True)]
 
@@ -50,7 +68,7 @@ async def nearby(
 @router.get("/{driver_id}")
 async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
     can_read_driver(principal, driver_id)
-    h = await res.redis.hgetall(f"driver:{driver_id}")
+    h = await res.redis.hgetall(driver_key(driver_id))
     if not h:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live state for driver {driver_id!r}")
     return _state(driver_id, h)

@@ -1,0 +1,195 @@
+"""The browser UI in real headless Chromium (Debian's, driven by Playwright) against the real stack.
+
+Screenshots of each page are kept in ``test-artifacts/`` (git-ignored) to look at.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fleetstream.config import Settings
+from tests.conftest import REPO, Pipeline, wait_for
+
+pytestmark = pytest.mark.usefixtures("stack")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "correct horse battery"
+# As the probe of these machines found: without the background-networking flags Chromium's
+# connections to Google's hosts are refused, many at a time, on this closed network.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+if not (REPO / "web" / "dist" / "index.html").exists():
+    pytest.skip("web/dist is not built (`make web`; the README's commands build it)", allow_module_level=True)
+if not Path(CHROMIUM).exists():
+    pytest.skip("no chromium on this machine (`make test` installs Debian's package)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    p = Pipeline(
+        stack,
+        tmp_path_factory.mktemp("web"),
+        f"test-web-{random.randrange(1 << 30)}",
+        FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
+        FLEETSTREAM_MATCH_WINDOW_S="0.3",
+        FLEETSTREAM_MATCH_RADII_M="[1500]",
+        FLEETSTREAM_LOCATION_PUBLISH_INTERVAL_S="0.2",
+        FLEETSTREAM_ETA_MAX_INTERVAL_S="1",
+        FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000",
+    )
+    yield from p.running()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def account(site: Pipeline, role: str) -> str:
+    email = f"{role}.{random.randrange(1 << 40)}@example.com"
+    body = {"email": email, "password": PASSWORD, "name": role.title(), "role": role}
+    r = httpx.post(f"{site.url}/v1/users", json=body, headers=bearer(site.admin), timeout=20)
+    assert r.status_code == 201, r.text
+    return email
+
+
+def sign_in(browser: Any, site: Pipeline, email: str) -> Any:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(site.url + "/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("[data-testid=whoami]")
+    return page
+
+
+class Device:
+    """A driver's phone posting fixes over HTTP, like the simulator's."""
+
+    def __init__(self, site: Pipeline) -> None:
+        self.id = f"web-{random.randrange(1 << 40)}"
+        self.auth = bearer(site.device_token(self.id))
+        self.url = site.url
+        self.seq = 0
+
+    def at(self, lat: float, lon: float) -> None:
+        self.seq += 1
+        ping = {"seq": self.seq, "ts": datetime.now(UTC).isoformat(), "lat": lat, "lon": lon, "accuracy_m": 5.0,
+                "speed_mps": 10.0}  # fmt: skip
+        r = httpx.post(f"{self.url}/v1/telemetry", json={"pings": [ping]}, headers=self.auth, timeout=20)
+        assert r.status_code == 202, r.text
+
+    def act(self, booking: str, action: str, **body: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/bookings/{booking}/{action}", json=body, headers=self.auth, timeout=30)
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_dispatcher_sees_driver_markers_move(site: Pipeline, browser: Any) -> None:
+    page = sign_in(browser, site, account(site, "dispatcher"))
+    lat, lon = 52.52 + random.uniform(-0.01, 0.01), 13.405 + random.uniform(-0.01, 0.01)
+    page.goto(f"{site.url}/#/dispatcher?center={lat},{lon}")
+    devices = [Device(site) for _ in range(2)]
+    for i, d in enumerate(devices):
+        d.at(lat + 0.001 * i, lon)
+    marker = f"path.driver-{devices[0].id}"
+    page.wait_for_selector(marker, timeout=30_000)
+    page.wait_for_selector(f"path.driver-{devices[1].id}", timeout=30_000)
+    before = page.get_attribute(marker, "d")
+    for step in range(1, 6):
+        devices[0].at(lat, lon + 0.0015 * step)  # ~100 m east a step
+        time.sleep(0.3)
+    assert wait_for(lambda: page.get_attribute(marker, "d") != before, 20, 0.2), "the marker never moved"
+    page.click(marker)
+    page.wait_for_selector("[data-testid=detail]")
+    assert devices[0].id in page.inner_text("[data-testid=detail]")
+    shot(page, "dispatcher")
+    page.close()
+
+
+def test_customer_books_and_watches_eta_fall_until_delivered(site: Pipeline, browser: Any) -> None:
+    page = sign_in(browser, site, customer(site, "cee"))
+    # A spot of our own in the ocean, so no other test's driver is a candidate.
+    lat, lon = random.uniform(-50, -30), random.uniform(-140, -100)
+    page.goto(f"{site.url}/#/customer?center={lat},{lon}")
+    box = page.locator("[data-testid=map]").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    driver = Device(site)
+    driver.at(lat + 0.008, lon)  # ~900 m north of the pickup
+    page.mouse.click(cx, cy)  # pickup: the centre
+    page.mouse.click(cx + 120, cy)  # dropoff: to the east
+    page.click("[data-testid=book]")
+    page.wait_for_selector("[data-testid=tracking]")
+    booking = page.url.split("booking=")[1]
+
+    def offered() -> bool:
+        b = httpx.get(f"{site.url}/v1/bookings/{booking}", headers=driver.auth, timeout=10)
+        return b.status_code == 200 and b.json()["status"] == "offered"
+
+    assert wait_for(offered, 30, 0.3), "no offer reached the driver"
+    assert driver.act(booking, "accept").status_code == 200
+    pickup = httpx.get(f"{site.url}/v1/bookings/{booking}", headers=driver.auth, timeout=10).json()["pickup"]
+    etas: list[float] = []
+    for north in (0.006, 0.004, 0.002, 0.0):
+        driver.at(pickup["lat"] + north, pickup["lon"])
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            v = page.get_attribute("[data-testid=eta]", "data-eta")
+            if v and (not etas or float(v) != etas[-1]):
+                etas.append(float(v))
+            time.sleep(0.2)
+    assert len(etas) >= 2 and etas[-1] < etas[0], etas  # the ETA changed, and fell as the driver came
+    page.wait_for_selector("[data-status=driver_arrived]", timeout=30_000)  # the pickup fence saw the driver
+    assert driver.act(booking, "picked-up").status_code == 200
+    assert driver.act(booking, "delivered", proof="signed").status_code == 200
+    page.wait_for_selector("[data-status=delivered]", timeout=30_000)
+    assert "Delivered" in page.inner_text("[data-testid=status]")
+    shot(page, "customer")
+    page.close()
+
+
+def customer(site: Pipeline, name: str) -> str:
+    email = f"{name}.{random.randrange(1 << 40)}@example.com"
+    r = httpx.post(f"{site.url}/v1/auth/register", json={"email": email, "password": PASSWORD, "name": name},
+                   timeout=20)  # fmt: skip
+    assert r.status_code == 201, r.text
+    return email
+
+
+def test_customer_cannot_open_another_customers_booking(site: Pipeline, browser: Any) -> None:
+    owner = customer(site, "owner")
+    token = httpx.post(f"{site.url}/v1/auth/login", json={"email": owner, "password": PASSWORD}).json()["access_token"]
+    lat, lon = random.uniform(-50, -30), random.uniform(-140, -100)
+    body = {"pickup": {"lat": lat, "lon": lon}, "dropoff": {"lat": lat + 0.01, "lon": lon}}
+    r = httpx.post(f"{site.url}/v1/bookings", json=body, headers=bearer(token), timeout=30)
+    assert r.status_code == 201, r.text
+    booking = r.json()["booking_id"]
+    page = sign_in(browser, site, customer(site, "other"))
+    page.goto(f"{site.url}/#/customer?booking={booking}")
+    page.wait_for_selector("[data-testid=error]")
+    assert "No such booking" in page.inner_text("[data-testid=error]")
+    assert page.locator("[data-testid=tracking]").count() == 0
+    shot(page, "customer-forbidden")
+    page.close()
