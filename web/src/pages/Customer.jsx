@@ -107,6 +107,8 @@ export default function Customer({ session, bookingId, center }) {
   };
 
   const status = booking?.status;
+  // An estimate is news only while it is about the leg being driven.
+  const etaNow = eta && ((status === "assigned" && eta.phase === "to_pickup") || (status === "picked_up" && eta.phase === "to_dropoff")) ? eta : null;
   return (
     <div className="flex h-full">
       <div ref={mapRef} className="h-full flex-1" data-testid="map" />
@@ -134,8 +136,12 @@ export default function Customer({ session, bookingId, center }) {
               {LABEL[status] ?? status}
             </div>
             {booking.reason && <div className="text-slate-600">{booking.reason}</div>}
-            <div data-testid="eta" data-eta={eta?.s ?? ""}>
-              {eta ? `${eta.phase === "to_dropoff" ? "Delivery" : "Pickup"} in ${fmtDuration(eta.s)} (${(eta.distance / 1000).toFixed(1)} km)` : "ETA once a driver is assigned"}
+            <div data-testid="eta" data-eta={etaNow?.s ?? ""}>
+              {etaNow
+                ? `${etaNow.phase === "to_dropoff" ? "Delivery" : "Pickup"} in ${fmtDuration(etaNow.s)} (${(etaNow.distance / 1000).toFixed(1)} km)`
+                : status === "requested" || status === "offered"
+                  ? "ETA once a driver is assigned"
+                  : ""}
             </div>
             <ol className="border-l-2 border-slate-200 pl-3">
               {STEPS.map((s) => {
