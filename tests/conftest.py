@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 # lookups grow with collection size, so a developer machine's accumulated demo history
 # would otherwise slow these tests down run after run. Subprocesses inherit it.
 os.environ.setdefault("FLEETSTREAM_MONGO_DB", f"test_{uuid.uuid4().hex[:8]}")
+# Topics of their own: a demo's consumer groups on this machine never process what tests wrote.
+os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "test")
 
 
 def free_port() -> int:
@@ -136,7 +138,7 @@ class TopicTail:
 
         spec = next(t for t in TOPICS if t.name == self.topic)
         parts = range(partitions_for(spec, self.settings))
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(self.settings.topic(self.topic), p) for p in sorted(parts)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
         for tp in tps:
@@ -249,7 +251,7 @@ async def start_group_at_end(settings: Settings, group: str) -> None:
     consumer = make_consumer(settings, group_id=group)
     await consumer.start()
     try:
-        tps = [TopicPartition(t.name, p) for t in TOPICS for p in range(partitions_for(t, settings))]
+        tps = [TopicPartition(settings.topic(t.name), p) for t in TOPICS for p in range(partitions_for(t, settings))]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.commit({tp: off for tp, off in ends.items()})

@@ -24,13 +24,13 @@ async def test_kafka_round_trip_on_project_topic(stack: Settings, producer, uid:
         driver_id=f"rt-{uid}",
         pings=[GpsPing(driver_id=f"rt-{uid}", seq=1, ts=datetime.now(UTC), lat=52.5, lon=13.4)],
     )
-    meta = await producer.send_and_wait("telemetry.raw", encode(batch), key=batch.driver_id.encode())
+    meta = await producer.send_and_wait(stack.topic("telemetry.raw"), encode(batch), key=batch.driver_id.encode())
     consumer = make_consumer(stack)
     await consumer.start()
     try:
         from aiokafka import TopicPartition
 
-        tp = TopicPartition("telemetry.raw", meta.partition)
+        tp = TopicPartition(stack.topic("telemetry.raw"), meta.partition)
         consumer.assign([tp])
         consumer.seek(tp, meta.offset)
         msg = await asyncio.wait_for(consumer.getone(), 20)
@@ -40,9 +40,9 @@ async def test_kafka_round_trip_on_project_topic(stack: Settings, producer, uid:
     assert decode(msg.value) == batch
 
 
-async def test_same_key_lands_on_same_partition(producer, uid: str) -> None:  # type: ignore[no-untyped-def]
+async def test_same_key_lands_on_same_partition(stack: Settings, producer, uid: str) -> None:  # type: ignore[no-untyped-def]
     key = f"drv-{uid}".encode()
-    parts = {(await producer.send_and_wait("telemetry.raw", b"{}", key=key)).partition for _ in range(5)}
+    parts = {(await producer.send_and_wait(stack.topic("telemetry.raw"), b"{}", key=key)).partition for _ in range(5)}
     assert len(parts) == 1
 
 
@@ -118,9 +118,9 @@ async def test_kafka_topics_have_declared_layout(stack: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_servers)
     await admin.start()
     try:
-        described = {d["topic"]: d for d in await admin.describe_topics([t.name for t in TOPICS])}
-        assert len(described["telemetry.raw"]["partitions"]) >= 8
-        cfgs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "drivers.state")])
+        described = {d["topic"]: d for d in await admin.describe_topics([stack.topic(t.name) for t in TOPICS])}
+        assert len(described[stack.topic("telemetry.raw")]["partitions"]) >= 8
+        cfgs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, stack.topic("drivers.state"))])
         entries = {e[0]: e[1] for e in cfgs[0].resources[0][4]}
         assert entries["cleanup.policy"] == "compact"
     finally:

@@ -296,7 +296,7 @@ async def test_replays_store_nothing_twice(pipeline: Pipeline, stack: Settings, 
     assert await eventually(lambda: _ge(lambda: _len(stored_seqs(mongo, driver)), 20))
     again = TelemetryBatch(driver_id=driver, pings=[GpsPing(driver_id=driver, **p) for p in pings])
     for _ in range(2):  # bypasses the clean filter: only sink idempotency stands between this and duplicates
-        await producer.send_and_wait("telemetry.clean", encode(again), key=driver.encode())
+        await producer.send_and_wait(stack.topic("telemetry.clean"), encode(again), key=driver.encode())
     await asyncio.sleep(3)
     assert sorted(await stored_seqs(mongo, driver)) == list(range(20))  # each once
     assert (await mongo.drivers.find_one({"_id": driver}))["seq"] == 19

@@ -33,12 +33,12 @@ async def test_worker_consumes_updates_table_and_produces(stack: Settings, tmp_p
         t0 = datetime.now(UTC) - timedelta(minutes=10)
         first = batch(driver, 0, t0)
         async with TopicTail(stack, "telemetry.clean") as out, TopicTail(stack, "telemetry.dlq") as dlq:
-            key = driver.encode()
-            await producer.send_and_wait("telemetry.raw", b'{"type": "telemetry.batch", "driver_id": 42', key=key)
-            await producer.send_and_wait("telemetry.raw", encode(first), key=key)
+            key, raw = driver.encode(), stack.topic("telemetry.raw")
+            await producer.send_and_wait(raw, b'{"type": "telemetry.batch", "driver_id": 42', key=key)
+            await producer.send_and_wait(raw, encode(first), key=key)
             # The same pings again: only the table (last accepted seq per driver) can tell they are duplicates.
-            await producer.send_and_wait("telemetry.raw", encode(batch(driver, 0, t0)), key=key)
-            await producer.send_and_wait("telemetry.raw", encode(batch(driver, 3, t0 + timedelta(seconds=5))), key=key)
+            await producer.send_and_wait(raw, encode(batch(driver, 0, t0)), key=key)
+            await producer.send_and_wait(raw, encode(batch(driver, 3, t0 + timedelta(seconds=5))), key=key)
 
             def mine(v: object) -> bool:
                 return isinstance(v, TelemetryBatch) and v.driver_id == driver
@@ -53,4 +53,4 @@ async def test_worker_consumes_updates_table_and_produces(stack: Settings, tmp_p
     reasons = sorted(d.reason for d in dead)
     assert reasons == ["duplicate", "out_of_order", "out_of_order", "undecodable"]  # seq 2, then 0 and 1
     undecodable = next(d for d in dead if d.reason == "undecodable")
-    assert undecodable.source_topic == "telemetry.raw" and '"driver_id": 42' in undecodable.payload
+    assert undecodable.source_topic == stack.topic("telemetry.raw") and '"driver_id": 42' in undecodable.payload

@@ -62,6 +62,11 @@ async def notifications(ws: WebSocket) -> None:
     watcher = asyncio.create_task(watch())
     last: tuple[int, int] = (0, 0)
 
+    async def too_slow() -> None:
+        # Bounded: the close frame waits behind the full buffer like any other frame.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>"), 1.0)
+
     async def send(text: str) -> None:
         # A client that stops reading blocks the send once the buffers are full: give up on
         # it (TooSlow) rather than let its queue, and only its queue, grow stale.
@@ -77,7 +82,7 @@ async def notifications(ws: WebSocket) -> None:
                 last = stream_id(after)
         while not gone.is_set():
             if sub.overflowed.is_set():
-                await ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>")
+                await too_slow()
                 return
             message = await _next(sub.queue, gone, s.notify_heartbeat_s)
             if message is None:
@@ -90,8 +95,7 @@ async def notifications(ws: WebSocket) -> None:
                 last = message.id
             await send(message.text)
     except TimeoutError:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>"), 1.0)
+        await too_slow()
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:

@@ -1,0 +1,112 @@
+"""A socket that stops reading is dropped (1013), and the others get every message meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import socket
+import threading
+from collections.abc import Iterator
+
+import aio_pika
+import httpx
+import orjson
+import pytest
+from websockets.sync.client import connect
+
+from fleetstream.config import Settings
+from sinks.rabbitmq import EXCHANGE
+from tests.conftest import Pipeline
+
+pytestmark = pytest.mark.usefixtures("stack")
+PASSWORD = "correct horse battery"
+MESSAGES = 10_000
+BODY_PAD = "x" * 2000  # 10,000 x 2 KB: far more than a stalled socket's buffers (~4 MB) hold
+
+
+@pytest.fixture(scope="module")
+def api(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    p = Pipeline(
+        stack,
+        tmp_path_factory.mktemp("slow"),
+        f"test-slow-{random.randrange(1 << 30)}",
+        FLEETSTREAM_NOTIFY_QUEUE_SIZE="200",
+        FLEETSTREAM_NOTIFY_SEND_TIMEOUT_S="2",
+        FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000",
+    )
+    yield from p.running(worker=False)
+
+
+def customer(api: Pipeline) -> tuple[str, str]:
+    """(access token, subject) of a new customer."""
+    email = f"slow.{random.randrange(1 << 40)}@example.com"
+    with httpx.Client(base_url=api.url, timeout=20) as c:
+        assert c.post("/v1/auth/register", json={"email": email, "password": PASSWORD, "name": "S"}).status_code == 201
+        token = c.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()["access_token"]
+        subject = c.get("/v1/auth/me", headers={"Authorization": f"Bearer {token}"}).json()["id"]
+    return token, subject
+
+
+async def publish(settings: Settings, keys: list[str]) -> None:
+    conn = await aio_pika.connect_robust(settings.rabbitmq_dsn)
+    try:
+        channel = await conn.channel()
+        ex = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        for i in range(MESSAGES):
+            body = orjson.dumps({"type": "test.flood", "n": i, "pad": BODY_PAD})
+            await asyncio.gather(*(ex.publish(aio_pika.Message(body), routing_key=k) for k in keys))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)  # ~1,000 messages/s: a reading client keeps up
+    finally:
+        await conn.close()
+
+
+def stalled_socket(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads (a tiny receive buffer).
+
+    Raw, because a client library keeps reading into its own memory in a background thread.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_a_stalled_socket_is_closed_and_does_not_delay_the_others(api: Pipeline, stack: Settings) -> None:
+    (slow_token, slow_id), (fast_token, fast_id) = customer(api), customer(api)
+    path = "/v1/notifications?token="
+    slow = stalled_socket(api.api_port, path + slow_token)
+    got: list[int] = []
+    ready = threading.Event()
+
+    def read_fast() -> None:
+        with connect(api.url.replace("http", "ws", 1) + path + fast_token, open_timeout=20) as fast:
+            ready.set()
+            while len(got) < MESSAGES:
+                msg = orjson.loads(fast.recv(timeout=60))
+                if msg.get("type") == "test.flood":
+                    got.append(msg["n"])
+
+    reader = threading.Thread(target=read_fast)
+    reader.start()
+    assert ready.wait(20)
+    asyncio.run(publish(stack, [f"customer.{slow_id}.flood", f"customer.{fast_id}.flood"]))
+    reader.join(120)
+    assert got == list(range(MESSAGES))  # every message, in order, while the other socket stalled
+    # The stalled socket holds what the buffers took, and then the server ended the connection (its
+    # close frame cannot get through a full buffer either); a timeout here means it kept the socket.
+    slow.settimeout(30)
+    data = bytearray()
+    while chunk := slow.recv(1 << 20):
+        data += chunk
+    slow.close()
+    assert 0 < len(data) < MESSAGES * len(BODY_PAD) // 2, len(data)
