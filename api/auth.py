@@ -20,6 +20,7 @@ from api.security import (
     admin_token,
     hash_secret,
     read_access_token,
+    read_share_token,
     same,
     split_device_token,
     token_pepper,
@@ -48,7 +49,8 @@ class Authenticator:
         if parts is None:
             claims = read_access_token(self.settings, token, self._pepper)
             if claims is None:
-                return None
+                shared = read_share_token(self.settings, token, self._pepper)
+                return None if shared is None else Principal(f"share:{shared}", "viewer", booking_id=shared)
             sub, role = str(claims["sub"]), str(claims["role"])
             return Principal(subject=sub, role=role, driver_id=sub if role == "driver" else None)
         now = time.monotonic()

@@ -35,8 +35,9 @@ class Principal:
     """Who is calling. ``driver_id`` is set for drivers (device tokens, later user accounts)."""
 
     subject: str
-    role: str  # customer | driver | dispatcher | admin
+    role: str  # customer | driver | dispatcher | admin | viewer (a share link: one booking, read-only)
     driver_id: str | None = None
+    booking_id: str | None = None  # set for viewers
 
     @property
     def sees_all_drivers(self) -> bool:
@@ -119,6 +120,23 @@ def read_access_token(settings: Settings, token: str, pepper: bytes | None = Non
     if claims.get("typ") != "access" or claims.get("role") not in ROLES:
         return None
     return claims
+
+
+def issue_share_token(settings: Settings, booking_id: str, ttl_s: float, pepper: bytes | None = None) -> str:
+    """A read-only link to one booking: whoever holds it sees that booking live, nothing else."""
+    now = int(time.time())
+    claims = {"sub": f"share:{booking_id}", "bid": booking_id, "iat": now, "exp": now + int(ttl_s), "typ": "share"}
+    return jwt.encode(claims, pepper or token_pepper(settings), algorithm=_JWT_ALG)
+
+
+def read_share_token(settings: Settings, token: str, pepper: bytes | None = None) -> str | None:
+    """The booking id of a valid, unexpired share token; None for anything else."""
+    try:
+        claims = jwt.decode(token, pepper or token_pepper(settings), algorithms=[_JWT_ALG],
+                            options={"require": ["exp", "sub", "bid"]})  # fmt: skip
+    except jwt.PyJWTError:
+        return None
+    return str(claims["bid"]) if claims.get("typ") == "share" else None
 
 
 def hash_secret(secret: str, pepper: bytes) -> str:

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     #: Proxies whose X-Forwarded-For is believed (uvicorn): the client address rate limits use.
     forwarded_allow_ips: str = "127.0.0.1"
     access_token_ttl_s: float = 900.0
+    #: How long a booking's read-only tracking link works.
+    share_link_ttl_s: float = 2 * 24 * 3600.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
     #: Failed logins per account, and failed logins per client address, within ``login_window_s``.
     login_max_failures_per_account: int = 5

@@ -37,12 +37,15 @@ state_table = table(
 
 # KEYS: driver hash, geo set, last-seen zset, reservation.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
 # Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it).
+# Busy follows the reservation key: a driver whose reservation expired without a release is free again.
 UPDATE_POSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 local came_online = 0
 if (not status) or status == 'offline' then
   if redis.call('EXISTS', KEYS[4]) == 1 then status = 'busy' else status = 'online' end
   came_online = 1
+elseif status == 'busy' and redis.call('EXISTS', KEYS[4]) == 0 then
+  status = 'online'  -- busy means held by a booking; a hold that lapsed unreleased (a crash) must not strand it
 end
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'speed_mps', ARGV[4], 'heading_deg', ARGV[5],
            'ts', ARGV[6], 'seq', ARGV[7], 'seen', ARGV[8], 'status', status)

@@ -119,7 +119,8 @@ async def make_step() -> pipeline.Step:
                 if update is not None:
                     updates.append(update)
         # Straight to the customer's socket (no further Kafka hop); eta.updates keeps the record.
-        await notifier.send([([f"customer.{u.customer_id}", "staff.all"], eta_notification(u)) for u in updates])
+        scopes = [[f"customer.{u.customer_id}", "staff.all", f"booking.{u.booking_id}"] for u in updates]
+        await notifier.send([(who, eta_notification(u)) for who, u in zip(scopes, updates, strict=True)])
         for u in updates:
             await eta_topic.send(key=str(u.booking_id).encode(), value=u)
 

@@ -32,8 +32,8 @@ REPLAY_TTL_S = 7 * 24 * 3600
 
 
 def audiences(e: BookingEvent) -> list[str]:
-    """Who hears of a booking event: its customer, the driver concerned, and staff."""
-    out = [f"customer.{e.customer_id}", "staff.all"]
+    """Who hears of a booking event: its customer, the driver concerned, staff, and its tracking links."""
+    out = [f"customer.{e.customer_id}", "staff.all", f"booking.{e.booking_id}"]
     if e.driver_id:
         out.append(f"driver.{e.driver_id}")
     return out

@@ -195,3 +195,39 @@ def test_customer_cannot_open_another_customers_booking(site: Pipeline, browser:
     assert page.locator("[data-testid=tracking]").count() == 0
     shot(page, "customer-forbidden")
     page.close()
+
+
+def test_tracking_link_shows_one_booking_live_and_read_only(site: Pipeline, browser: Any) -> None:
+    owner = customer(site, "sharer")
+    token = httpx.post(f"{site.url}/v1/auth/login", json={"email": owner, "password": PASSWORD}).json()["access_token"]
+    lat, lon = random.uniform(-50, -30), random.uniform(-140, -100)
+    body = {"pickup": {"lat": lat, "lon": lon}, "dropoff": {"lat": lat + 0.01, "lon": lon}}
+    ids = []
+    for _ in range(2):
+        r = httpx.post(f"{site.url}/v1/bookings", json=body, headers=bearer(token), timeout=30)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["booking_id"])
+    page = sign_in(browser, site, owner)
+    page.goto(f"{site.url}/#/customer?booking={ids[0]}")
+    page.click("[data-testid=share]")
+    link = page.input_value("[data-testid=share-link]")
+    page.close()
+    share = link.split("t=")[1]
+
+    stranger = browser.new_context(viewport={"width": 1280, "height": 800})  # no session at all
+    view = stranger.new_page()
+    view.goto(link)
+    view.wait_for_selector("[data-status=requested]")
+    assert view.locator("[data-testid=book]").count() == 0 and "Cancel" not in view.inner_text("aside")
+    # Live: the owner cancels, the link's page hears it.
+    assert httpx.post(f"{site.url}/v1/bookings/{ids[0]}/cancel", json={}, headers=bearer(token)).status_code == 200
+    view.wait_for_selector("[data-status=cancelled]", timeout=30_000)
+    shot(view, "tracking-link")
+    stranger.close()
+    # The link reads that booking and nothing else, and changes nothing.
+    with httpx.Client(base_url=site.url, headers=bearer(share), timeout=20) as c:
+        assert c.get(f"/v1/bookings/{ids[0]}").json()["status"] == "cancelled"
+        assert c.get(f"/v1/bookings/{ids[1]}").status_code == 404
+        assert c.get("/v1/bookings").status_code == 403
+        assert c.post(f"/v1/bookings/{ids[1]}/cancel", json={}).status_code == 404
+        assert c.post(f"/v1/bookings/{ids[0]}/share").status_code == 403

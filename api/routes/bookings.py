@@ -22,7 +22,7 @@ from pydantic import Field
 
 from api.deps import PrincipalDep, ResourcesDep
 from api.resources import Resources
-from api.security import Principal
+from api.security import Principal, issue_share_token
 from schemas import BookingCommand, BookingStatus, GeoPoint, encode
 from schemas.base import Model, ShortText
 from schemas.bookings import ParcelSize, TimeWindow
@@ -56,6 +56,8 @@ class DeliveredIn(Model):
 def visible(principal: Principal, booking: dict[str, Any]) -> bool:
     if principal.sees_all_bookings:
         return True
+    if principal.role == "viewer":
+        return principal.booking_id == str(booking.get("booking_id"))
     if principal.role == "customer":
         return booking.get("customer_id") == principal.subject
     if principal.role == "driver" and principal.driver_id is not None:
@@ -166,14 +168,33 @@ async def cancel(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalD
     booking = await load(res, principal, booking_id)
     if principal.role == "driver":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "a driver declines an offer instead of cancelling")
+    if principal.role == "viewer":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a tracking link only watches")
     reason = body.reason if body else None
     return await decide(res, command(principal, uuid.UUID(booking["booking_id"]), "booking.cancel", reason=reason))
+
+
+@router.post("/{booking_id}/share", responses={403: {}, 404: {}})
+async def share(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
+    """A read-only tracking link for one booking (its customer or staff): anyone holding it watches
+    that booking live (``GET`` and ``WS /v1/notifications``) until ``share_link_ttl_s``, nothing else."""
+    booking = await load(res, principal, booking_id)
+    if principal.role not in ("customer", "dispatcher", "admin"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the customer (or staff) shares a booking")
+    bid = str(booking["booking_id"])
+    token = issue_share_token(res.settings, bid, res.settings.share_link_ttl_s, res.auth.pepper)
+    return {
+        "booking_id": bid,
+        "token": token,
+        "path": f"/#/track?booking={bid}&t={token}",
+        "expires_in_s": res.settings.share_link_ttl_s,
+    }
 
 
 async def driver_action(booking_id: uuid.UUID, res: Resources, principal: Principal, ctype: str,
                         **fields: Any) -> ORJSONResponse:  # fmt: skip
     await load(res, principal, booking_id)
-    if principal.role == "customer":
+    if principal.role not in ("driver", "dispatcher", "admin"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only the driver (or staff) does this")
     return await decide(res, command(principal, booking_id, ctype, **fields))
 

@@ -2,8 +2,9 @@
 
 Authenticate with ``?token=`` (or an Authorization header). A customer hears about
 their bookings, a driver about offers and jobs, dispatchers and admins about every
-booking and every driver's location. ``?after=<id>`` (the ``id`` of the last message
-received) replays what was missed first, in order, without duplicates. Close codes:
+booking and every driver's location, a tracking link's holder about that one booking.
+``?after=<id>`` (the ``id`` of the last message received) replays what was missed first,
+in order, without duplicates. Close codes:
 4401 bad token, 1008 bad parameters, 1013 the client read too slowly (its queue filled
 or a send did not complete within ``notify_send_timeout_s``; reconnect with ``after``).
 An application heartbeat ``{"type": "heartbeat"}`` is sent when idle.
@@ -29,6 +30,8 @@ def audience(principal: Principal) -> tuple[str, list[str]]:
     """(replay scope, routing patterns) of a caller."""
     if principal.sees_all_bookings:
         return "staff.all", ["staff.all.#", "driver.*.location"]
+    if principal.role == "viewer" and principal.booking_id:
+        return f"booking.{principal.booking_id}", [f"booking.{principal.booking_id}.#"]
     if principal.role == "driver" and principal.driver_id:
         return f"driver.{principal.driver_id}", [f"driver.{principal.driver_id}.#"]
     return f"customer.{principal.subject}", [f"customer.{principal.subject}.#"]

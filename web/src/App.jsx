@@ -34,7 +34,9 @@ export default function App() {
   const params = new URLSearchParams(query ?? "");
   let page;
   const center = params.get("center");
-  if (!session) page = <Login onLogin={signIn} />;
+  if (path === "/track" && params.get("t"))
+    page = <Customer session={session} bookingId={params.get("booking")} center={center} shareToken={params.get("t")} />;
+  else if (!session) page = <Login onLogin={signIn} />;
   else if (path === "/dispatcher") page = <Dispatcher session={session} center={center} />;
   else if (path === "/customer") page = <Customer session={session} bookingId={params.get("booking")} center={center} />;
   else if (path === "/driver") page = <Driver session={session} center={center} />;

@@ -16,8 +16,11 @@ const LABEL = {
   expired: "No driver found",
 };
 
-export default function Customer({ session, bookingId, center }) {
-  const token = session.token;
+// ``shareToken``: the page opened from a tracking link, read-only, for that one booking.
+export default function Customer({ session, bookingId, center, shareToken }) {
+  const token = shareToken ?? session.token;
+  const readOnly = Boolean(shareToken);
+  const [shared, setShared] = useState(null);
   const [points, setPoints] = useState([]); // [pickup, dropoff] as {lat, lon}
   const [booking, setBooking] = useState(null);
   const [timeline, setTimeline] = useState([]);
@@ -27,6 +30,7 @@ export default function Customer({ session, bookingId, center }) {
   const layers = useRef(null);
   const driverMarker = useRef(null);
   const [mapRef, map] = useLeaflet((ll) => {
+    if (readOnly) return;
     if (booking && !["delivered", "cancelled", "expired"].includes(booking.status)) return;
     setPoints((p) => (p.length >= 2 ? [{ lat: ll.lat, lon: ll.lng }] : [...p, { lat: ll.lat, lon: ll.lng }]));
     if (booking) {
@@ -51,10 +55,11 @@ export default function Customer({ session, bookingId, center }) {
         })
         .catch((e) => setError(e instanceof ApiError && e.status === 404 ? "No such booking (or not yours)." : e.message));
     }
-    api("/v1/bookings?limit=10", { token })
-      .then((p) => setMine(p.items))
-      .catch(() => {});
-  }, [bookingId, token]);
+    if (!readOnly)
+      api("/v1/bookings?limit=10", { token })
+        .then((p) => setMine(p.items))
+        .catch(() => {});
+  }, [bookingId, token, readOnly]);
 
   useEffect(() => {
     if (!layers.current) return;
@@ -98,6 +103,14 @@ export default function Customer({ session, bookingId, center }) {
       setError(e.message);
     }
   };
+  const share = async () => {
+    try {
+      const r = await api(`/v1/bookings/${booking.booking_id}/share`, { token, method: "POST" });
+      setShared(`${location.origin}${r.path}`);
+    } catch (e) {
+      setError(e.message);
+    }
+  };
   const cancel = async () => {
     try {
       await api(`/v1/bookings/${booking.booking_id}/cancel`, { token, method: "POST", body: {} });
@@ -114,10 +127,10 @@ export default function Customer({ session, bookingId, center }) {
       <div ref={mapRef} className="h-full flex-1" data-testid="map" />
       <aside className="flex w-96 flex-col gap-3 overflow-y-auto bg-white p-4 text-sm">
         <div className="flex items-center">
-          <h2 className="text-base font-semibold">Send a parcel</h2>
+          <h2 className="text-base font-semibold">{readOnly ? "Tracking a delivery" : "Send a parcel"}</h2>
           <span className={`ml-auto rounded px-2 ${connected ? "bg-emerald-600 text-white" : "bg-red-600 text-white"}`}>{connected ? "live" : "reconnecting"}</span>
         </div>
-        {!booking && (
+        {!booking && !readOnly && (
           <>
             <p>{points.length === 0 ? "Click the map where we pick the parcel up." : points.length === 1 ? "Now click where it goes." : "Ready to book."}</p>
             <button className="rounded bg-indigo-600 py-2 text-white disabled:opacity-40" disabled={points.length < 2} onClick={book} data-testid="book">
@@ -153,17 +166,24 @@ export default function Customer({ session, bookingId, center }) {
                 );
               })}
             </ol>
-            {["requested", "offered", "assigned", "driver_arrived"].includes(status) && (
+            {!readOnly && ["requested", "offered", "assigned", "driver_arrived"].includes(status) && (
               <button className="rounded border border-red-300 py-1 text-red-700" onClick={cancel}>
                 Cancel
               </button>
             )}
-            <div className="break-all text-xs text-slate-500">
-              Link: {location.origin}/#/customer?booking={booking.booking_id}
-            </div>
+            {!readOnly && (
+              <div className="flex flex-col gap-1">
+                <button className="rounded border border-indigo-300 py-1 text-indigo-700" onClick={share} data-testid="share">
+                  Share a tracking link
+                </button>
+                {shared && (
+                  <input readOnly className="rounded border px-1 text-xs" value={shared} data-testid="share-link" onFocus={(e) => e.target.select()} />
+                )}
+              </div>
+            )}
           </div>
         )}
-        {mine.length > 0 && (
+        {!readOnly && mine.length > 0 && (
           <>
             <h3 className="mt-4 font-semibold">My recent deliveries</h3>
             <ul>
