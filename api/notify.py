@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import orjson
+from prometheus_client import Counter, Gauge
 
 from fleetstream.config import Settings
 from fleetstream.retry import until_connected
@@ -78,6 +79,10 @@ class Subscriber:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.overflowed.set()
+
+
+SOCKETS = Gauge("fleetstream_notify_sockets", "Notification sockets subscribed (bindings in place) on this process")
+DROPPED = Counter("fleetstream_notify_dropped_total", "Notification sockets dropped for reading too slowly")
 
 
 class NotificationHub:
@@ -150,6 +155,7 @@ class NotificationHub:
                     await self._queue.bind(self._exchange, routing_key=p)
                 self._bound[p] += 1
             self._subscribers.add(sub)
+            SOCKETS.set(len(self._subscribers))
             for p in patterns:
                 prefix = _prefix(p)
                 if prefix is not None:
@@ -161,6 +167,7 @@ class NotificationHub:
     async def unsubscribe(self, sub: Subscriber) -> None:
         async with self._lock:
             self._subscribers.discard(sub)
+            SOCKETS.set(len(self._subscribers))
             self._other.pop(sub, None)
             for p in sub.patterns:
                 prefix = _prefix(p)

@@ -85,6 +85,21 @@ async def open_sockets(url: str, tokens: list[str], counts: dict[str, int]) -> l
     return sockets
 
 
+async def until_subscribed(url: str, want: int, timeout: float) -> int:
+    """The API's own count of subscribed sockets, polled until it reaches ``want``."""
+    deadline = time.monotonic() + timeout
+    have = 0
+    async with httpx.AsyncClient(timeout=10) as c:
+        while time.monotonic() < deadline:
+            for line in (await c.get(f"{url}/metrics")).text.splitlines():
+                if line.startswith("fleetstream_notify_sockets "):
+                    have = int(float(line.split()[1]))
+            if have >= want:
+                break
+            await asyncio.sleep(0.5)
+    return have
+
+
 async def fanout_phase(args: argparse.Namespace, url: str, api: psutil.Process) -> dict[str, object]:
     from api.security import issue_access_token
 
@@ -95,6 +110,10 @@ async def fanout_phase(args: argparse.Namespace, url: str, api: psutil.Process) 
     t0 = time.monotonic()
     sockets = await open_sockets(url.replace("http", "ws"), tokens, counts)
     connect_s = time.monotonic() - t0
+    # A socket is open before the server has bound its routing key; a message published in
+    # between is unroutable. Wait until the API reports every socket subscribed.
+    subscribed = await until_subscribed(url, len(sockets), timeout=300)
+    subscribed_s = time.monotonic() - t0
     await asyncio.sleep(3)
     rss1 = api.memory_info().rss
     connection = await aio_pika.connect_robust(S.rabbitmq_dsn)
@@ -117,6 +136,8 @@ async def fanout_phase(args: argparse.Namespace, url: str, api: psutil.Process) 
     return {
         "sockets": len(sockets),
         "connect_s": round(connect_s, 1),
+        "subscribed": subscribed,
+        "subscribed_s": round(subscribed_s, 1),
         "api_rss_before_mib": round(rss0 / 2**20, 1),
         "api_rss_with_sockets_mib": round(rss1 / 2**20, 1),
         "rss_per_socket_kib": round((rss1 - rss0) / len(sockets) / 1024, 1),

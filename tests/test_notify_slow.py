@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from fleetstream.config import Settings
 from sinks.rabbitmq import EXCHANGE
-from tests.conftest import Pipeline
+from tests.conftest import Pipeline, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")
 PASSWORD = "correct horse battery"
@@ -110,3 +110,9 @@ def test_a_stalled_socket_is_closed_and_does_not_delay_the_others(api: Pipeline,
         data += chunk
     slow.close()
     assert 0 < len(data) < MESSAGES * len(BODY_PAD) // 2, len(data)
+
+    def metrics() -> str:
+        return httpx.get(f"{api.url}/metrics", timeout=10).text
+
+    assert "fleetstream_notify_dropped_total 1.0" in metrics()  # counted for operators
+    assert wait_for(lambda: "fleetstream_notify_sockets 0.0" in metrics(), 10, 0.2)  # both gone, unbound

@@ -231,3 +231,32 @@ def test_tracking_link_shows_one_booking_live_and_read_only(site: Pipeline, brow
         assert c.get("/v1/bookings").status_code == 403
         assert c.post(f"/v1/bookings/{ids[1]}/cancel", json={}).status_code == 404
         assert c.post(f"/v1/bookings/{ids[0]}/share").status_code == 403
+
+
+def test_driver_page_takes_an_offer_through_to_delivery(site: Pipeline, browser: Any) -> None:
+    page = sign_in(browser, site, account(site, "driver"))
+    lat, lon = random.uniform(-50, -30), random.uniform(-140, -100)
+    page.goto(f"{site.url}/#/driver?center={lat},{lon}")
+    box = page.locator("[data-testid=map]").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # "I am here"
+    page.wait_for_selector("text=fixes sent", timeout=20_000)
+    owner = customer(site, "dee")
+    token = httpx.post(f"{site.url}/v1/auth/login", json={"email": owner, "password": PASSWORD}).json()["access_token"]
+    body = {"pickup": {"lat": lat + 0.002, "lon": lon}, "dropoff": {"lat": lat + 0.01, "lon": lon}}
+    r = httpx.post(f"{site.url}/v1/bookings", json=body, headers=bearer(token), timeout=30)
+    assert r.status_code == 201, r.text
+    booking = r.json()["booking_id"]
+    page.wait_for_selector("[data-testid=offer]", timeout=30_000)
+    page.click("text=Accept")
+    page.wait_for_selector("[data-testid=job-status]:has-text('assigned')")
+    page.click("text=I have arrived")
+    page.wait_for_selector("[data-testid=job-status]:has-text('driver_arrived')")
+    page.click("text=Picked up")
+    page.wait_for_selector("[data-testid=job-status]:has-text('picked_up')")
+    page.fill("input[placeholder^=proof]", "Dee at the door")
+    page.click("button:has-text('Delivered')")
+    page.wait_for_selector("[data-testid=job]", state="detached")
+    shot(page, "driver")
+    page.close()
+    done = httpx.get(f"{site.url}/v1/bookings/{booking}", headers=bearer(token), timeout=10).json()
+    assert done["status"] == "delivered" and done["proof"] == "Dee at the door", done

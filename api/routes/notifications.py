@@ -19,7 +19,7 @@ import re
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.notify import Outbound, stream_id
+from api.notify import DROPPED, Outbound, stream_id
 from api.security import Principal
 
 router = APIRouter(tags=["notifications"])
@@ -67,6 +67,7 @@ async def notifications(ws: WebSocket) -> None:
 
     async def too_slow() -> None:
         # Bounded: the close frame waits behind the full buffer like any other frame.
+        DROPPED.inc()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code=1013, reason="too slow: reconnect with ?after=<last id>"), 1.0)
 
