@@ -36,8 +36,8 @@ from pathlib import Path
 
 from fleetstream.city import City, Vehicle
 from fleetstream.config import Settings
-from streams.eta import learn, speed_key, travel_s
 from streams.matching import NO_ROUTE, assign, eta_seconds, greedy
+from streams.speeds import learn, speed_key, travel_s
 
 SIZE_M = 12_000.0
 

@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleetstream.city import CENTRE, M_PER_DEG_LAT, City, Vehicle
 from fleetstream.config import Settings
+from streams.speeds import travel_s  # the platform's formula, with nothing learned, as the baseline
 
 PROOF = "signed by the recipient"
 
@@ -362,8 +363,6 @@ class Simulation:
         if msg.get("type") == "eta.update" and msg.get("phase") == "to_pickup":
             constant = None
             if msg.get("lat") is not None:
-                from streams.eta import travel_s  # the platform's formula, with nothing learned
-
                 constant = travel_s(msg["lat"], msg["lon"], *w["pickup"], {}, 0, self.s)
             w["predictions"].append((now, float(msg["eta_s"]), constant))
         elif msg.get("type") == "booking.driver_arrived":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,36 +29,11 @@ from streams.app import topic
 from streams.fanout import Notifier, eta_notification
 from streams.geo import Zone, haversine_m
 from streams.keys import JOBS_KEY, mirror_key
+from streams.speeds import SPEED_RES, learn, speed_key, travel_s
 
 eta_topic = topic("eta.updates")
 commands_topic = topic("bookings.commands")
-SPEED_RES = 7
 SMOOTHING = 0.5
-
-
-def speed_key(lat: float, lon: float, hour: int) -> str:
-    return f"{h3.latlng_to_cell(lat, lon, SPEED_RES)}:{hour}"
-
-
-def learn(current: float | None, observed: float, rate: float) -> float:
-    return observed if current is None else current + rate * (observed - current)
-
-
-def travel_s(lat: float, lon: float, to_lat: float, to_lon: float, speeds: Mapping[str, float], hour: int,
-             s: Settings) -> float:  # fmt: skip
-    """Straight line x road factor, each H3 cell the line crosses at the speed learned there.
-
-    One cell's speed for the whole trip would price a drive into a jammed centre at the
-    suburb's speed the driver is in now.
-    """
-    distance = haversine_m(lat, lon, to_lat, to_lon) * s.road_factor
-    a, b = h3.latlng_to_cell(lat, lon, SPEED_RES), h3.latlng_to_cell(to_lat, to_lon, SPEED_RES)
-    try:
-        cells = h3.grid_path_cells(a, b) if a != b else [a]
-    except h3.H3BaseException:  # no grid path (across a pentagon): the start cell's speed
-        cells = [a]
-    share = distance / len(cells)
-    return sum(share / max(speeds.get(f"{c}:{hour}", s.default_speed_mps), 0.5) for c in cells)
 
 
 def should_emit(sent_s: float, sent_at: float, eta_s: float, now: float, s: Settings) -> bool:

@@ -170,6 +170,10 @@ class TopicTail:
         return found
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 class Pipeline:
     """A worker and an API of the project, as real processes on the local stack."""
 

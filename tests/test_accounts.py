@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from fleetstream.config import Settings
-from tests.conftest import Pipeline
+from tests.conftest import Pipeline, bearer
 
 pytestmark = pytest.mark.usefixtures("stack")
 PASSWORD = "correct horse battery"
@@ -34,10 +34,6 @@ def register(c: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Res
 
 def login(c: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
     return c.post("/v1/auth/login", json={"email": email, "password": password})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_register_login_and_me(api: Pipeline, uid: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from fleetstream.config import Settings
-from tests.conftest import Pipeline, wait_for
+from tests.conftest import Pipeline, bearer, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")
 PASSWORD = "correct horse battery"
@@ -47,10 +47,6 @@ class Place:
 
     def at(self, north_m: float = 0.0) -> dict[str, float]:
         return {"lat": self.lat + north_m / 111_000, "lon": self.lon}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def customer(c: httpx.Client, name: str) -> dict[str, str]:

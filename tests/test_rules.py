@@ -128,8 +128,8 @@ def test_travel_time_prices_each_cell_on_the_way_at_its_learned_speed() -> None:
     import h3
 
     from fleetstream.config import Settings
-    from streams.eta import SPEED_RES, travel_s
     from streams.geo import haversine_m
+    from streams.speeds import SPEED_RES, travel_s
 
     s = Settings()
     a, b = (52.40, 13.20), (52.52, 13.40)  # ~19 km: suburb to the centre

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from fleetstream.config import Settings
-from tests.conftest import REPO, Pipeline, wait_for
+from tests.conftest import REPO, Pipeline, bearer, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -58,10 +58,6 @@ def browser() -> Iterator[Any]:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield b
         b.close()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def account(site: Pipeline, role: str) -> str:

@@ -47,7 +47,6 @@ export default function Dispatcher({ session, center }) {
       heat: L.layerGroup().addTo(map),
       focus: L.layerGroup().addTo(map),
     };
-    layers.current.heat.setZIndex?.(0);
     Promise.all([
       api("/v1/drivers", { token }),
       api("/v1/zones", { token }),

@@ -1,0 +1,41 @@
+"""The fleet's speed model, pure: speeds learned per H3 cell and hour, and travel times priced with them.
+
+Used by the ETA step (``streams.eta``), the simulator and the matching benchmark; importing it
+starts no agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import h3
+
+from fleetstream.config import Settings
+from streams.geo import haversine_m
+
+SPEED_RES = 7
+
+
+def speed_key(lat: float, lon: float, hour: int) -> str:
+    return f"{h3.latlng_to_cell(lat, lon, SPEED_RES)}:{hour}"
+
+
+def learn(current: float | None, observed: float, rate: float) -> float:
+    return observed if current is None else current + rate * (observed - current)
+
+
+def travel_s(lat: float, lon: float, to_lat: float, to_lon: float, speeds: Mapping[str, float], hour: int,
+             s: Settings) -> float:  # fmt: skip
+    """Straight line x road factor, each H3 cell the line crosses at the speed learned there.
+
+    One cell's speed for the whole trip would price a drive into a jammed centre at the
+    suburb's speed the driver is in now.
+    """
+    distance = haversine_m(lat, lon, to_lat, to_lon) * s.road_factor
+    a, b = h3.latlng_to_cell(lat, lon, SPEED_RES), h3.latlng_to_cell(to_lat, to_lon, SPEED_RES)
+    try:
+        cells = h3.grid_path_cells(a, b) if a != b else [a]
+    except h3.H3BaseException:  # no grid path (across a pentagon): the start cell's speed
+        cells = [a]
+    share = distance / len(cells)
+    return sum(share / max(speeds.get(f"{c}:{hour}", s.default_speed_mps), 0.5) for c in cells)
