@@ -216,7 +216,7 @@ class Simulation:
                 lat, lon = v.position
                 buffer.append({"seq": seq, "ts": self.sim_time().isoformat(), "lat": round(lat, 6),
                                "lon": round(lon, 6), "accuracy_m": 5.0, "speed_mps": round(v.speed_mps, 2),
-                               "heading_deg": round(v.heading_deg, 1)})  # fmt: skip
+                               "heading_deg": round(v.heading_deg, 1) % 360.0})  # fmt: skip
                 seq += 1
                 if time.monotonic() - last_post >= self.post_every_s:
                     last_post = time.monotonic()
@@ -294,7 +294,10 @@ class Simulation:
             return pings[-300:]
         self.stats.pings_posted += len(pings)
         if r.status_code in (202, 422):
-            self.stats.pings_accepted += r.json().get("accepted", 0)
+            accepted = r.json().get("accepted", 0)
+            self.stats.pings_accepted += accepted
+            if accepted < len(pings):  # the simulator sent something a device must not: say what
+                self.stats.http_errors[f"422 {str(r.json().get('detail'))[:120]}"] += 1
         else:
             self.stats.http_errors[str(r.status_code)] += 1
         return []
