@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import httpx
 import orjson
 import psutil
@@ -158,7 +159,7 @@ async def customer(c: httpx.AsyncClient, i: int) -> str:
     return str(r.json()["access_token"])
 
 
-async def latency_phase(args: argparse.Namespace, url: str) -> dict[str, object]:
+async def latency_phase(args: argparse.Namespace, url: str, worker_pid: int, api_pid: int) -> dict[str, object]:
     from api.security import admin_token
 
     admin = {"Authorization": f"Bearer {admin_token(S)}"}
@@ -191,9 +192,14 @@ async def latency_phase(args: argparse.Namespace, url: str) -> dict[str, object]
             waiting = still
         assigned = [j for j in jobs if j not in waiting]
 
-        sent: dict[tuple[str, float], float] = {}
+        sent: dict[tuple[str, float], tuple[float, float]] = {}
         latencies: list[float] = []
         when: list[float] = []
+        # Where the time goes, per sample (wall clock, one machine): post → 202 (API + Kafka acks=all),
+        # post → the ETA's occurred_at (+ consume + clean + eta step), occurred_at → socket (Redis + RabbitMQ + API).
+        hops: dict[str, list[float]] = {"ingest": [], "to_eta": [], "eta_to_socket": []}
+        samples: list[tuple[float, float, float]] = []  # seconds into the probing, total ms, post → eta ms
+        begin = time.monotonic() + 1e9
 
         async def listen(j: dict[str, object]) -> None:
             ws_url = url.replace("http", "ws") + f"/v1/notifications?token={j['token']}"
@@ -201,38 +207,59 @@ async def latency_phase(args: argparse.Namespace, url: str) -> dict[str, object]
                 async for raw in ws:
                     m = orjson.loads(raw)
                     if m.get("type") == "eta.update":
-                        t = sent.pop((str(m["driver_id"]), round(float(m["lat"]), 7)), None)
-                        if t is not None:
+                        got = sent.pop((str(m["driver_id"]), round(float(m["lat"]), 7)), None)
+                        if got is not None:
+                            t, wall = got
                             latencies.append(time.monotonic() - t)
                             when.append(t)
+                            at = datetime.fromisoformat(str(m["at"])).timestamp()
+                            hops["to_eta"].append(at - wall)
+                            hops["eta_to_socket"].append(time.time() - at)
+                            samples.append((round(t - begin, 2), round((time.monotonic() - t) * 1000, 1),
+                                            round((at - wall) * 1000, 1)))  # fmt: skip
 
         listeners = [asyncio.create_task(listen(j)) for j in assigned]
         await asyncio.sleep(2)
         background = await background_drivers(c, admin, args)
         stop = time.monotonic() + args.warmup + args.seconds
+        begin = time.monotonic() + args.warmup
         # In a process of its own: the probes' clock must not wait behind the load's HTTP client.
         bg_task = asyncio.create_task(asyncio.to_thread(load_in_child, background, args, stop - time.monotonic()))
 
-        async def probe(j: dict[str, object]) -> None:
-            await asyncio.sleep(args.warmup)  # 500 drivers coming online at once is a start-up burst, not load
+        async def probe(j: dict[str, object], session: aiohttp.ClientSession) -> None:
+            await asyncio.sleep(random.uniform(0, 1))  # probes spread over the second, as phones would be
             k = 0
-            async with httpx.AsyncClient(base_url=url, timeout=30) as pc:
-                while time.monotonic() < stop:
-                    k += 1
-                    j["seq"] = int(j["seq"]) + 1  # type: ignore[call-overload]
-                    lat = round(float(j["lat"]) + 0.001 + 0.0001 * k, 7)  # type: ignore[arg-type]
-                    ping = {"seq": j["seq"], "ts": datetime.now(UTC).isoformat(), "lat": lat, "lon": j["lon"],
-                            "accuracy_m": 5.0, "speed_mps": 8.0}  # fmt: skip
-                    sent[(str(j["driver"]), lat)] = time.monotonic()
-                    await pc.post("/v1/telemetry", json={"pings": [ping]}, headers=j["auth"])  # type: ignore[arg-type]
-                    await asyncio.sleep(1.0)
+            while time.monotonic() < stop:
+                k += 1
+                j["seq"] = int(j["seq"]) + 1  # type: ignore[call-overload]
+                lat = round(float(j["lat"]) + 0.001 + 0.0001 * k, 7)  # type: ignore[arg-type]
+                ping = {"seq": j["seq"], "ts": datetime.now(UTC).isoformat(), "lat": lat, "lon": j["lon"],
+                        "accuracy_m": 5.0, "speed_mps": 8.0}  # fmt: skip
+                body = orjson.dumps({"pings": [ping]})
+                headers = {**j["auth"], "Content-Type": "application/json"}  # type: ignore[dict-item]
+                t0 = time.monotonic()
+                sent[(str(j["driver"]), lat)] = (t0, time.time())
+                async with session.post(f"{url}/v1/telemetry", data=body, headers=headers) as r:
+                    await r.read()
+                hops["ingest"].append(time.monotonic() - t0)
+                await asyncio.sleep(1.0)
 
-        await asyncio.gather(*(probe(j) for j in assigned))
+        # One session made before the clock starts: a client per probe, built while others were
+        # already measuring, held the probes' loop for ~1.5 s (an artifact counted as latency).
+        procs = {"worker": psutil.Process(worker_pid), "api": psutil.Process(api_pid)}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            await asyncio.sleep(args.warmup)  # 500 drivers coming online at once is a start-up burst, not load
+            for pr in procs.values():
+                pr.cpu_percent(None)
+            psutil.cpu_percent(None)
+            await asyncio.gather(*(probe(j, session) for j in assigned))
+            cpu = {k: pr.cpu_percent(None) for k, pr in procs.items()}
+            cpu["machine_total_of_200"] = psutil.cpu_percent(None) * psutil.cpu_count()
         posted = await bg_task
         await asyncio.sleep(5)
         for t in listeners:
             t.cancel()
-    slow_at = sorted(round(w - when[0], 1) for w, x in zip(when, latencies, strict=True) if x > 0.5) if when else []
+    slow_at = sorted(round(w - begin, 1) for w, x in zip(when, latencies, strict=True) if x > 0.5)
     lat_ms = sorted(x * 1000 for x in latencies)
     return {
         "jobs": len(assigned),
@@ -243,8 +270,19 @@ async def latency_phase(args: argparse.Namespace, url: str) -> dict[str, object]
         "latency_p95_ms": round(lat_ms[max(0, int(len(lat_ms) * 0.95) - 1)], 1) if lat_ms else None,
         "latency_p99_ms": round(lat_ms[max(0, int(len(lat_ms) * 0.99) - 1)], 1) if lat_ms else None,
         "latency_max_ms": round(lat_ms[-1], 1) if lat_ms else None,
-        "over_500ms_at_s": slow_at[:50],  # seconds into the phase: a burst or spread out?
+        "hops_ms": {k: percentiles(v) for k, v in hops.items()},
+        "cpu_pct_while_probing": cpu,
+        "over_500ms_at_s": slow_at[:50],
+        "samples": sorted(samples),  # seconds into the phase: a burst or spread out?
     }
+
+
+def percentiles(xs: list[float]) -> dict[str, float] | None:
+    """p50/p90/p99 in ms of seconds."""
+    if not xs:
+        return None
+    v = sorted(x * 1000 for x in xs)
+    return {f"p{q}": round(v[max(0, int(len(v) * q / 100) - 1)], 1) for q in (50, 90, 99)}
 
 
 async def background_drivers(c: httpx.AsyncClient, admin: dict[str, str], args: argparse.Namespace) -> list[dict]:
@@ -268,12 +306,16 @@ def _child_load(drivers: list[dict], args: argparse.Namespace, seconds: float) -
 
 
 async def background_load(drivers: list[dict], args: argparse.Namespace, stop: float) -> int:
-    """Open-loop telemetry of drivers without jobs, batches of ``--bg-batch``, at ``--rate`` pings/s."""
+    """Open-loop telemetry of drivers without jobs, batches of ``--bg-batch``, at ``--rate`` pings/s.
+
+    aiohttp, not httpx: the load shares the two cores with what it measures, and httpx spent
+    about twice the CPU per request.
+    """
     batch = args.bg_batch
     every = len(drivers) * batch / args.rate
     posted = 0
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{args.api_port}", timeout=30,
-                                 limits=httpx.Limits(max_connections=64)) as c:  # fmt: skip
+    url = f"http://127.0.0.1:{args.api_port}/v1/telemetry"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
 
         async def one(d: dict) -> None:
             nonlocal posted
@@ -288,9 +330,11 @@ async def background_load(drivers: list[dict], args: argparse.Namespace, stop: f
                     ts = datetime.fromtimestamp(now - (batch - i) * 0.1, UTC).isoformat()
                     pings.append({"seq": d["seq"], "ts": ts, "lat": d["lat"], "lon": d["lon"] + d["seq"] * 1e-6,
                                   "accuracy_m": 5.0})  # fmt: skip
-                r = await c.post("/v1/telemetry", json={"pings": pings}, headers=d["auth"])
-                if r.status_code == 202:
-                    posted += batch
+                body = orjson.dumps({"pings": pings})
+                headers = {**d["auth"], "Content-Type": "application/json"}
+                async with session.post(url, data=body, headers=headers) as r:
+                    if r.status == 202:
+                        posted += batch
 
         await asyncio.gather(*(one(d) for d in drivers))
     return posted
@@ -341,7 +385,7 @@ async def main() -> None:
                                      "machine": {"cores": psutil.cpu_count()}}  # fmt: skip
         result["fanout"] = await fanout_phase(args, url, api_proc)
         print(json.dumps(result["fanout"]), flush=True)
-        result["latency"] = await latency_phase(args, url)
+        result["latency"] = await latency_phase(args, url, worker.pid, api.pid)
         print(json.dumps(result["latency"]), flush=True)
     finally:
         for p in (worker, api):

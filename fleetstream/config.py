@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     consumer_offset_reset: str = "earliest"
     producer_linger_ms: int = 5
     producer_compression: str | None = "lz4"
+    #: The telemetry agent yields a batch this long after its first record (``streams.batching``):
+    #: the floor of a ping's wait in the worker; ``telemetry_busy_linger_ms`` when that record was
+    #: already older than ``telemetry_behind_ms`` (the worker is behind: fewer, larger batches).
+    telemetry_linger_ms: float = 2.0
+    telemetry_busy_linger_ms: float = 20.0
+    telemetry_behind_ms: float = 50.0
+    telemetry_max_batch: int = 1000
 
     # --- driver presence
     offline_after_s: float = 60.0

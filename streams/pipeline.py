@@ -23,8 +23,10 @@ from typing import Any
 
 from faust.types import TP, EventT
 
+from fleetstream.config import get_settings
 from schemas import TelemetryBatch
 from streams.app import app, topic
+from streams.batching import take_adaptive
 from streams.metrics import PINGS, RECORDS
 
 #: Steps in the order they run (clean first: the others see only what it accepted).
@@ -71,8 +73,9 @@ def passthrough(events: Sequence[EventT]) -> list[Item]:
     return out
 
 
-def build(chosen: list[str], take: int = 1000, within_s: float = 0.02) -> Any | None:
+def build(chosen: list[str]) -> Any | None:
     """Define the telemetry agent for the chosen steps (none chosen: no agent)."""
+    s = get_settings()
     cleaner = _cleaner if "clean" in chosen else None
     names = [n for n in ORDER if n in _steps and n in chosen]
     if cleaner is None and not names:
@@ -83,7 +86,9 @@ def build(chosen: list[str], take: int = 1000, within_s: float = 0.02) -> Any | 
     async def telemetry(stream):  # type: ignore[no-untyped-def]
         clean = await cleaner() if cleaner is not None else None
         steps = [await _steps[n]() for n in names]
-        async for events in stream.take_events(take, within=within_s):
+        batches = take_adaptive(stream, s.telemetry_max_batch, s.telemetry_linger_ms / 1000,
+                                s.telemetry_busy_linger_ms / 1000, s.telemetry_behind_ms / 1000)  # fmt: skip
+        async for events in batches:
             RECORDS.labels("telemetry").inc(len(events))
             items = await clean(events) if clean is not None else passthrough(events)
             if not items:

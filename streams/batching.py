@@ -1,0 +1,87 @@
+"""Adaptive batches from a Faust stream: short waits when keeping up, long ones when behind.
+
+Faust's ``take_events(max, within)`` sleeps a whole ``within`` window per batch, and
+an event that arrives while the previous batch is being processed waits for that batch
+and then a full new window: with a 20 ms window a ping spent 20-40 ms in the buffer
+alone. Here a batch is yielded ``linger`` after its first event (or when full). But a
+batch has fixed costs (a Redis round trip per step, a RabbitMQ confirm), and events
+reach the buffer only while it lingers (Faust's drainer moves them one at a time), so
+short lingers under load mean small batches and those fixed costs many times over: at
+25,000 pings/s a 2 ms linger processed 35 % fewer pings than a 20 ms window. So the
+wait depends on how far behind the stream is: when the batch's first record is older
+than ``behind_s`` (Kafka's create time), the batch lingers ``busy_linger_s`` and grows.
+
+Acks follow Faust's own ``take_events``: an event is acknowledged (and its offset may
+be committed) only after the consumer of the batch returned. The body mirrors Faust
+0.15's implementation (``Stream.take_events``), whose processor and passive-drain hooks
+it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from faust.types import EventT
+from mode.utils.futures import notify
+
+
+async def take_adaptive(
+    stream: Any, max_: int, linger_s: float, busy_linger_s: float, behind_s: float, idle_s: float = 1.0
+) -> AsyncIterator[Sequence[EventT]]:
+    """Batches of at most ``max_`` events, yielded ``linger_s`` (or, when behind, ``busy_linger_s``) after the first."""
+    events: list[EventT] = []
+    arrived = asyncio.Event()
+    full = asyncio.Event()
+    consumed = asyncio.Event()
+    consuming: asyncio.Future[None] | None = None
+    enable_acks = stream.enable_acks
+    channel_it = stream.channel.__aiter__()
+
+    async def add(value: Any) -> Any:
+        nonlocal consuming
+        if consuming is not None:  # the batch is out: hold new events until it was acked
+            try:
+                await consuming
+            finally:
+                consuming = None
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("no current event in the stream's processor")
+        events.append(event)
+        arrived.set()
+        if len(events) >= max_:
+            full.set()
+            consumed.clear()
+            await stream.wait(consumed)
+        return value
+
+    stream.enable_acks = False  # acked below, after the batch was processed
+    stream.add_processor(add)
+    stream._enable_passive(channel_it)  # Faust's take_events drains the channel the same way
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(arrived, timeout=idle_s)
+            if not events:
+                continue
+            created = events[0].message.timestamp or time.time()
+            wait = busy_linger_s if time.time() - created > behind_s else linger_s
+            if len(events) < max_ and wait > 0:
+                await stream.wait_for_stopped(full, timeout=wait)
+            consuming = asyncio.get_running_loop().create_future()
+            try:
+                yield list(events)
+            finally:
+                batch = list(events)
+                events.clear()
+                arrived.clear()
+                for event in batch:
+                    await stream.ack(event)
+                notify(consuming)
+                full.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add)
