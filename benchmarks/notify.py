@@ -320,7 +320,7 @@ async def background_load(drivers: list[dict], args: argparse.Namespace, stop: f
         async def one(d: dict) -> None:
             nonlocal posted
             nxt = time.monotonic() + random.uniform(0, every)
-            while time.monotonic() < stop:
+            while nxt < stop:  # not `now < stop`: the last sleep would post once past the end
                 await asyncio.sleep(max(0.0, nxt - time.monotonic()))
                 nxt += every
                 now = datetime.now(UTC).timestamp()

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     faust_store: str = "memory://"
     #: Where a *new* consumer group starts; "earliest" loses nothing, tests use "latest".
     consumer_offset_reset: str = "earliest"
-    producer_linger_ms: int = 5
+    producer_linger_ms: int = 1
     producer_compression: str | None = "lz4"
     #: The telemetry agent yields a batch this long after its first record (``streams.batching``):
     #: the floor of a ping's wait in the worker; ``telemetry_busy_linger_ms`` when that record was

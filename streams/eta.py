@@ -52,10 +52,26 @@ class Estimates:
     dirty: set[str] = set()
 
 
+# KEYS: driver → booking hash.  ARGV: the booking mirror key's prefix, driver ids.
+# The drivers that work on a booking, each with its booking's mirror: one round trip, not two.
+JOBS_WITH_BOOKINGS = """
+local out = {}
+for i = 2, #ARGV do
+  local bid = redis.call('HGET', KEYS[1], ARGV[i])
+  if bid then
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = redis.call('GET', ARGV[1] .. bid) or ''
+  end
+end
+return out
+"""
+
+
 async def make_step() -> pipeline.Step:
     s = get_settings()
     r = resources.redis()
     notifier = await Notifier.open()
+    jobs_with_bookings = r.register_script(JOBS_WITH_BOOKINGS)
 
     async def estimate(items: list[pipeline.Item]) -> None:
         hour = datetime.now(UTC).hour
@@ -70,23 +86,22 @@ async def make_step() -> pipeline.Step:
                     Estimates.dirty.add(k)
         drivers = list(newest)
         pipe = r.pipeline(transaction=False)
-        pipe.hmget(JOBS_KEY, drivers)
+        await jobs_with_bookings(keys=[JOBS_KEY], args=[mirror_key(""), *drivers], client=pipe)
         pipe.hset("drivers:cell", mapping={d: h3.latlng_to_cell(b.pings[-1].lat, b.pings[-1].lon, SPEED_RES)
                                            for d, b in newest.items()})  # fmt: skip
         if Estimates.dirty:
             pipe.hset("speeds", mapping={k: round(Estimates.speeds[k], 3) for k in Estimates.dirty})
             Estimates.dirty.clear()
-        jobs, *_ = await pipe.execute()
-        active = [(d, bid) for d, bid in zip(drivers, jobs, strict=True) if bid]
-        if not active:
+        found, *_ = await pipe.execute()
+        if not found:
             return
         if len(Estimates.last) > 50_000:  # finished bookings are never looked at again; forgetting costs one update
             Estimates.last.clear()
             Estimates.arrived.clear()
-        docs = await r.mget([mirror_key(bid) for _, bid in active])
         now = time.time()
         updates: list[EtaUpdate] = []
-        for (driver, _), doc in zip(active, docs, strict=True):
+        for driver, doc in zip(found[::2], found[1::2], strict=True):
+            driver = driver.decode() if isinstance(driver, bytes) else driver
             booking = orjson.loads(doc) if doc else None
             if booking is not None and booking.get("driver_id") == driver:
                 update = await follow(booking, newest[driver], hour, now, s)
