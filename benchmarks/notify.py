@@ -254,6 +254,7 @@ async def latency_phase(args: argparse.Namespace, url: str, worker_pid: int, api
             psutil.cpu_percent(None)
             await asyncio.gather(*(probe(j, session) for j in assigned))
             cpu = {k: pr.cpu_percent(None) for k, pr in procs.items()}
+            ages = await record_ages("http://127.0.0.1:6074/metrics")
             cpu["machine_total_of_200"] = psutil.cpu_percent(None) * psutil.cpu_count()
         posted = await bg_task
         await asyncio.sleep(5)
@@ -272,9 +273,22 @@ async def latency_phase(args: argparse.Namespace, url: str, worker_pid: int, api
         "latency_max_ms": round(lat_ms[-1], 1) if lat_ms else None,
         "hops_ms": {k: percentiles(v) for k, v in hops.items()},
         "cpu_pct_while_probing": cpu,
+        "worker_record_age_at_batch_start": ages,
         "over_500ms_at_s": slow_at[:50],
         "samples": sorted(samples),  # seconds into the phase: a burst or spread out?
     }
+
+
+async def record_ages(url: str) -> dict[str, int]:
+    """The worker's histogram of record age at batch start (all batches of the run, cumulative counts)."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(url)).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('fleetstream_record_age_seconds_bucket{agent="telemetry"'):
+            le = line.split('le="')[1].split('"')[0]
+            out[f"<={le}s"] = int(float(line.split()[-1]))
+    return out
 
 
 def percentiles(xs: list[float]) -> dict[str, float] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from streams.app import app
 
@@ -11,6 +11,14 @@ PINGS = Counter("fleetstream_agent_pings_total", "Pings processed per agent", ["
 DROPPED = Counter("fleetstream_pings_dropped_total", "Pings dropped by the clean agent", ["reason"])
 STORED = Counter("fleetstream_pings_stored_total", "Pings written to MongoDB history (fully processed)")
 LAG = Gauge("fleetstream_consumer_lag", "Records behind the partition end", ["topic", "partition"])
+#: From the producer's create time of a batch's oldest record to its batch starting here (the
+#: time a ping waited in Kafka and the agent's buffer: lag in seconds, where LAG counts records).
+RECORD_AGE = Histogram(
+    "fleetstream_record_age_seconds",
+    "Age of a batch's oldest record when processing starts",
+    ["agent"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
 
 

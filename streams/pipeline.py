@@ -17,6 +17,7 @@ the batch's offsets are committed only after all of them returned (at-least-once
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from fleetstream.config import get_settings
 from schemas import TelemetryBatch
 from streams.app import app, topic
 from streams.batching import take_adaptive
-from streams.metrics import PINGS, RECORDS
+from streams.metrics import PINGS, RECORD_AGE, RECORDS
 
 #: Clean runs first (the others see only what it accepted); the others run concurrently, started
 #: in this order: what a customer waits for (ETA, location) sends its first request before the
@@ -84,6 +85,8 @@ def build(chosen: list[str]) -> Any | None:
         return None
     source = topic("telemetry.raw" if cleaner is not None else "telemetry.clean")
 
+    AGE = RECORD_AGE.labels("telemetry")
+
     @app.agent(source, name="streams.pipeline.telemetry")
     async def telemetry(stream):  # type: ignore[no-untyped-def]
         clean = await cleaner() if cleaner is not None else None
@@ -92,6 +95,7 @@ def build(chosen: list[str]) -> Any | None:
                                 s.telemetry_busy_linger_ms / 1000, s.telemetry_behind_ms / 1000)  # fmt: skip
         async for events in batches:
             RECORDS.labels("telemetry").inc(len(events))
+            AGE.observe(max(0.0, time.time() - (events[0].message.timestamp or time.time())))
             items = await clean(events) if clean is not None else passthrough(events)
             if not items:
                 continue
