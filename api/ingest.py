@@ -1,8 +1,10 @@
 """Telemetry ingest shared by the HTTP route and the device WebSocket.
 
-Validation is per ping: the whole list is validated in one pass (fast path); only if
-that fails are the valid pings separated from the invalid ones, each invalid one with
-its reasons. Accepted pings of a request travel as one Kafka record keyed by driver id,
+Validation is per ping: the whole list is validated in one pass (fast path, field rules
+only, then the device-clock window in one loop of comparisons); only if that fails are
+the valid pings separated from the invalid ones, each invalid one with its reasons
+(``IngestPing``, whose per-ping clock validator cost the API a tenth of its CPU when it
+ran on the fast path too). Accepted pings of a request travel as one Kafka record keyed by driver id,
 so one driver's pings stay on one partition, in order.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -26,7 +28,7 @@ from schemas import GpsPing, IngestPing, TelemetryBatch, encode
 PINGS_ACCEPTED = Counter("fleetstream_ingest_pings_accepted_total", "Pings accepted by the API")
 PINGS_REJECTED = Counter("fleetstream_ingest_pings_rejected_total", "Pings rejected by the API", ["reason"])
 _PING = TypeAdapter(IngestPing)
-_PINGS = TypeAdapter(list[IngestPing])
+_FAST = TypeAdapter(list[GpsPing])
 
 
 class IngestError(Exception):
@@ -64,7 +66,7 @@ def extract_pings(body: Any, settings: Settings) -> list[Any]:
     return pings
 
 
-def validate(items: list[Any], principal: Principal) -> tuple[list[GpsPing], list[dict[str, Any]]]:
+def validate(items: list[Any], principal: Principal, settings: Settings) -> tuple[list[GpsPing], list[dict[str, Any]]]:
     """Valid pings, and for each invalid one its index and reasons. Raises 403 for another driver's ping."""
     driver = principal.driver_id
     for item in items:
@@ -72,11 +74,18 @@ def validate(items: list[Any], principal: Principal) -> tuple[list[GpsPing], lis
             item.setdefault("driver_id", driver)
             if item["driver_id"] != driver:
                 raise IngestError(403, f"this device may only post pings for driver {driver!r}")
-    ctx = {"now": datetime.now(UTC)}
+    now = datetime.now(UTC)
+    ctx = {"now": now}
     try:
-        return _PINGS.validate_python(items, context=ctx), []
+        fast = _FAST.validate_python(items)
     except ValidationError:
-        pass
+        fast = None
+    if fast is not None:
+        lo = now - timedelta(seconds=settings.max_ping_age_s)
+        hi = now + timedelta(seconds=settings.max_future_skew_s)
+        # Also only UTC offsets on the fast path: what we encode carries UTC (see GpsPing.ts).
+        if all(lo <= p.ts <= hi and not p.ts.utcoffset() for p in fast):
+            return fast, []
     good: list[GpsPing] = []
     bad: list[dict[str, Any]] = []
     for i, item in enumerate(items):
@@ -90,7 +99,7 @@ def validate(items: list[Any], principal: Principal) -> tuple[list[GpsPing], lis
 async def ingest(items: list[Any], principal: Principal, kafka: KafkaGate, settings: Settings) -> IngestResult:
     if principal.role != "driver" or principal.driver_id is None:
         raise IngestError(403, "only a driver device may post telemetry")
-    good, bad = validate(items, principal)
+    good, bad = validate(items, principal, settings)
     if bad:
         PINGS_REJECTED.labels("validation").inc(len(bad))
     if good:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETSTREAM_", extra="ignore")
+
+    @field_validator("producer_compression")
+    @classmethod
+    def _no_compression(cls, v: str | None) -> str | None:
+        return None if v is None or v.lower() in ("", "none") else v
 
     # --- where the local stack keeps data, logs and downloaded runtimes
     home: Path = Field(default=REPO_ROOT / ".fleetstream")
@@ -57,6 +62,7 @@ class Settings(BaseSettings):
     #: Where a *new* consumer group starts; "earliest" loses nothing, tests use "latest".
     consumer_offset_reset: str = "earliest"
     producer_linger_ms: int = 1
+    #: Kafka batch compression of our producers (API and workers); "none" turns it off.
     producer_compression: str | None = "lz4"
     #: The telemetry agent yields a batch this long after its first record (``streams.batching``):
     #: the floor of a ping's wait in the worker; ``telemetry_busy_linger_ms`` when that record was

@@ -226,3 +226,24 @@ def test_ingest_normalises_device_time_to_utc() -> None:
     ping = IngestPing.model_validate(_ping(ts=local.isoformat()), context={"now": datetime.now(UTC)})
     assert ping.ts.utcoffset() == timedelta(0) and ping.ts == local
     assert encode(ping).count(b"+02:00") == 0
+
+
+def test_ingest_validation_fast_and_slow_paths_agree() -> None:
+    """The fast path (field rules, then one loop over clock and offset) must reject what IngestPing rejects."""
+    from api.ingest import validate
+    from api.security import Principal
+    from fleetstream.config import get_settings
+
+    me, s = Principal(subject="dev", role="driver", driver_id="d1"), get_settings()
+    now = datetime.now(UTC)
+    fine = [_ping(seq=i, ts=(now - timedelta(seconds=i)).isoformat()) for i in range(3)]
+    good, bad = validate([dict(p) for p in fine], me, s)
+    assert [p.seq for p in good] == [0, 1, 2] and bad == []
+    future = _ping(seq=9, ts=(now + timedelta(seconds=s.max_future_skew_s + 60)).isoformat())
+    ancient = _ping(seq=10, ts=(now - timedelta(seconds=s.max_ping_age_s + 60)).isoformat())
+    local = _ping(seq=11, ts=now.astimezone(timezone(timedelta(hours=-5))).isoformat())
+    good, bad = validate([dict(p) for p in [*fine, future, ancient, local]], me, s)
+    assert [p.seq for p in good] == [0, 1, 2, 11]
+    assert good[-1].ts.utcoffset() == timedelta(0)  # normalised on the slow path
+    assert [b["index"] for b in bad] == [3, 4]
+    assert "future" in bad[0]["reasons"][0]["error"] and "old" in bad[1]["reasons"][0]["error"]
