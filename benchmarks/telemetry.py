@@ -150,9 +150,12 @@ async def load(url: str, devices: Devices, tokens: dict[str, str], duration: flo
 
 
 async def metric(url: str, name: str) -> int:
-    """A counter from a worker's /metrics (counting in FerretDB takes seconds per call)."""
-    async with httpx.AsyncClient(timeout=10) as c:
-        text = (await c.get(url)).text
+    """A counter from a worker's /metrics (counting in FerretDB takes seconds per call); 0 while it starts."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as c:
+            text = (await c.get(url)).text
+    except httpx.ConnectError:
+        return 0
     return int(sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")))
 
 
