@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 
 def redis_client(dsn: str, max_connections: int, wait_s: float = 10.0) -> aioredis.Redis:
@@ -16,3 +22,39 @@ def redis_client(dsn: str, max_connections: int, wait_s: float = 10.0) -> aiored
         dsn, decode_responses=True, max_connections=max_connections, timeout=wait_s
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+class Lua:
+    """A Lua script queued in pipelines as a bare EVALSHA.
+
+    redis-py's ``Script``, used in a pipeline, sends ``SCRIPT EXISTS`` before every
+    ``execute()``: a second round trip per batch on the live path (4.5 % of the worker's
+    time at 5,000 pings/s went there). Here the script is loaded when missing, which
+    ``execute`` learns from NOSCRIPT (a new or restarted Redis), not by asking each time.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def queue(self, pipe: Pipeline, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def execute(r: aioredis.Redis, build: Callable[[Pipeline], None], scripts: Sequence[Lua]) -> list[Any]:
+    """Run the pipeline ``build`` fills; after NOSCRIPT load ``scripts`` and run it once more.
+
+    Only for pipelines whose plain commands are idempotent (HSET, GEOADD…): they run
+    twice then, while a script that got NOSCRIPT did not run at all.
+    """
+    for attempt in (1, 2):
+        pipe = r.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return await pipe.execute()
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for s in scripts:
+                await r.script_load(s.source)
+    raise AssertionError("unreachable")

@@ -18,6 +18,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from redis.asyncio.client import Pipeline
+
+from fleetstream.clients import Lua, execute
 from fleetstream.config import get_settings
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
 from streams import pipeline, resources
@@ -78,11 +81,11 @@ def _fmt(v: float | None) -> str:
 
 async def make_step() -> pipeline.Step:
     r = resources.redis()
-    update = r.register_script(UPDATE_POSITION)
+    update = Lua(UPDATE_POSITION)
 
     async def track_drivers(items: list[pipeline.Item]) -> None:
         now = repr(time.time())
-        pipe = r.pipeline(transaction=False)
+        calls: list[tuple[list[str], list[object]]] = []
         touched: list[tuple[TelemetryBatch, dict[str, object]]] = []
         for item in items:
             batch = item.batch
@@ -96,16 +99,18 @@ async def make_step() -> pipeline.Step:
                 "lat": last.lat, "lon": last.lon, "speed_mps": last.speed_mps, "heading_deg": last.heading_deg,
                 "ts": last.ts.isoformat(), "seq": last.seq,
             }  # fmt: skip
-            await update(
-                keys=[driver_key(batch.driver_id), GEO_KEY, SEEN_KEY, reserve_key(batch.driver_id)],
-                args=[batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
-                      _fmt(last.heading_deg), last.ts.isoformat(), last.seq, now],
-                client=pipe,
-            )  # fmt: skip
+            calls.append(([driver_key(batch.driver_id), GEO_KEY, SEEN_KEY, reserve_key(batch.driver_id)],
+                          [batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
+                           _fmt(last.heading_deg), last.ts.isoformat(), last.seq, now]))  # fmt: skip
             touched.append((batch, state))
         if not touched:
             return
-        results = await pipe.execute()
+
+        def build(pipe: Pipeline) -> None:
+            for keys, args in calls:
+                update.queue(pipe, keys, args)
+
+        results = await execute(r, build, [update])
         for batch, state in touched:  # only after Redis has it: a crash before this replays into Redis
             state_table[batch.driver_id.encode()] = state
         for (batch, state), came_online in zip(touched, results, strict=True):

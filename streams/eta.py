@@ -21,7 +21,9 @@ from typing import Any
 
 import h3
 import orjson
+from redis.asyncio.client import Pipeline
 
+from fleetstream.clients import Lua, execute
 from fleetstream.config import Settings, get_settings
 from schemas import BookingCommand, EtaUpdate, TelemetryBatch
 from streams import pipeline, resources
@@ -71,7 +73,7 @@ async def make_step() -> pipeline.Step:
     s = get_settings()
     r = resources.redis()
     notifier = await Notifier.open()
-    jobs_with_bookings = r.register_script(JOBS_WITH_BOOKINGS)
+    jobs_with_bookings = Lua(JOBS_WITH_BOOKINGS)
 
     async def estimate(items: list[pipeline.Item]) -> None:
         hour = datetime.now(UTC).hour
@@ -85,14 +87,17 @@ async def make_step() -> pipeline.Step:
                     Estimates.speeds[k] = learn(Estimates.speeds.get(k), p.speed_mps, s.speed_learning_rate)
                     Estimates.dirty.add(k)
         drivers = list(newest)
-        pipe = r.pipeline(transaction=False)
-        await jobs_with_bookings(keys=[JOBS_KEY], args=[mirror_key(""), *drivers], client=pipe)
-        pipe.hset("drivers:cell", mapping={d: h3.latlng_to_cell(b.pings[-1].lat, b.pings[-1].lon, SPEED_RES)
-                                           for d, b in newest.items()})  # fmt: skip
-        if Estimates.dirty:
-            pipe.hset("speeds", mapping={k: round(Estimates.speeds[k], 3) for k in Estimates.dirty})
-            Estimates.dirty.clear()
-        found, *_ = await pipe.execute()
+        cells = {d: h3.latlng_to_cell(b.pings[-1].lat, b.pings[-1].lon, SPEED_RES) for d, b in newest.items()}
+        speeds = {k: round(Estimates.speeds[k], 3) for k in Estimates.dirty}
+        Estimates.dirty.clear()
+
+        def build(pipe: Pipeline) -> None:
+            jobs_with_bookings.queue(pipe, [JOBS_KEY], [mirror_key(""), *drivers])
+            pipe.hset("drivers:cell", mapping=cells)
+            if speeds:
+                pipe.hset("speeds", mapping=speeds)
+
+        found, *_ = await execute(r, build, [jobs_with_bookings])
         if not found:
             return
         if len(Estimates.last) > 50_000:  # finished bookings are never looked at again; forgetting costs one update

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from redis.asyncio.client import Pipeline
 
+from fleetstream.clients import Lua, execute
 from schemas import BookingEvent, EtaUpdate
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import resources
@@ -64,11 +66,12 @@ def eta_notification(e: EtaUpdate) -> dict[str, object]:
 
 
 class Notifier:
-    """One agent's Redis script handle and RabbitMQ sink."""
+    """One agent's replay-stream script and RabbitMQ sink."""
+
+    append = Lua(APPEND_ONCE)
 
     def __init__(self, r: Any, sink: RabbitSink) -> None:
         self.redis = r
-        self.append = r.register_script(APPEND_ONCE)
         self.sink = sink
 
     @classmethod
@@ -77,16 +80,17 @@ class Notifier:
 
     async def send(self, items: list[tuple[list[str], dict[str, object]]]) -> None:
         """Each notification into its audiences' replay streams (one pipeline), then to RabbitMQ with the ids."""
-        pending: list[tuple[str, dict[str, object]]] = []
-        pipe = self.redis.pipeline(transaction=False)
-        for scopes, body in items:
-            for scope in scopes:
-                args = [body["event_id"], orjson.dumps(body), REPLAY_KEEP, REPLAY_TTL_S]
-                await self.append(keys=[f"notify:{scope}", f"notify:ids:{scope}"], args=args, client=pipe)
-                pending.append((scope, body))
+        pending = [(scope, body) for scopes, body in items for scope in scopes]
         if not pending:
             return
-        ids = await pipe.execute()
+        encoded = {id(body): orjson.dumps(body) for _, body in items}
+
+        def build(pipe: Pipeline) -> None:
+            for scope, body in pending:
+                args = [body["event_id"], encoded[id(body)], REPLAY_KEEP, REPLAY_TTL_S]
+                self.append.queue(pipe, [f"notify:{scope}", f"notify:ids:{scope}"], args)
+
+        ids = await execute(self.redis, build, [self.append])
         out = []
         for (scope, body), sid in zip(pending, ids, strict=True):
             key, mid = f"{scope}.{body['type']}", f"{body['event_id']}:{scope}"

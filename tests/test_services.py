@@ -64,6 +64,30 @@ async def test_redis_geo_index(stack: Settings, uid: str) -> None:
         await r.aclose()
 
 
+async def test_pipeline_scripts_load_themselves_on_noscript(stack: Settings, uid: str) -> None:
+    """Bare EVALSHA in a pipeline (``fleetstream.clients``); NOSCRIPT, as from a restarted Redis, loads and reruns."""
+    from fleetstream.clients import Lua, execute
+
+    r = aioredis.from_url(stack.redis_dsn, decode_responses=True)
+    key = f"test:lua:{uid}"
+    # A script no other test uses: flushing the whole cache would pull scripts from under running workers.
+    bump = Lua(f"-- {uid}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    try:
+        assert await r.script_exists(bump.sha) == [False]
+
+        def build(pipe) -> None:  # type: ignore[no-untyped-def]
+            bump.queue(pipe, [key], [5])
+            pipe.expire(key, 60)
+
+        assert await execute(r, build, [bump]) == [5, True]  # NOSCRIPT first, then loaded and rerun once
+        assert await r.script_exists(bump.sha) == [True]
+        assert await execute(r, build, [bump]) == [10, True]
+        assert await r.get(key) == "10"  # the script ran once per execute, not on the failed attempt
+    finally:
+        await r.delete(key)
+        await r.aclose()
+
+
 async def test_rabbitmq_topic_exchange_routes_by_key(stack: Settings, uid: str) -> None:
     conn = await aio_pika.connect_robust(stack.rabbitmq_dsn)
     try:
