@@ -11,10 +11,12 @@ short lingers under load mean small batches and those fixed costs many times ove
 wait depends on how far behind the stream is: when the batch's first record is older
 than ``behind_s`` (Kafka's create time), the batch lingers ``busy_linger_s`` and grows.
 
-Acks follow Faust's own ``take_events``: an event is acknowledged (and its offset may
-be committed) only after the consumer of the batch returned. The body mirrors Faust
-0.15's implementation (``Stream.take_events``), whose processor and passive-drain hooks
-it uses.
+An event is acknowledged (and its offset may be committed) only after the consumer of
+the batch asked for the next one; a batch whose processing raised (or was cancelled at
+shutdown) is never acked, so its offsets are not committed and a restarted worker reads
+it again. Faust's ``take_events`` acks in a ``finally``, i.e. also after a failure. The
+body otherwise mirrors Faust 0.15's implementation, whose processor and passive-drain
+hooks it uses.
 """
 
 from __future__ import annotations
@@ -71,14 +73,17 @@ async def take_adaptive(
             if len(events) < max_ and wait > 0:
                 await stream.wait_for_stopped(full, timeout=wait)
             consuming = asyncio.get_running_loop().create_future()
+            batch = list(events)
+            processed = False
             try:
-                yield list(events)
+                yield batch
+                processed = True  # the consumer came back for the next batch
             finally:
-                batch = list(events)
                 events.clear()
                 arrived.clear()
-                for event in batch:
-                    await stream.ack(event)
+                if processed:  # unlike Faust's take_events: a batch whose processing raised stays un-acked
+                    for event in batch:
+                        await stream.ack(event)
                 notify(consuming)
                 full.clear()
                 consumed.set()
