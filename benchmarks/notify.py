@@ -45,7 +45,7 @@ import websockets
 
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
 
-from benchmarks.telemetry import commit_end_offsets, spawn, wait_http
+from benchmarks.telemetry import commit_end_offsets, drop_app_topics, spawn, wait_http
 from fleetstream.config import get_settings
 
 get_settings.cache_clear()
@@ -273,21 +273,23 @@ async def latency_phase(args: argparse.Namespace, url: str, worker_pid: int, api
         "latency_max_ms": round(lat_ms[-1], 1) if lat_ms else None,
         "hops_ms": {k: percentiles(v) for k, v in hops.items()},
         "cpu_pct_while_probing": cpu,
-        "worker_record_age_at_batch_start": ages,
+        "worker_histograms": ages,
         "over_500ms_at_s": slow_at[:50],
         "samples": sorted(samples),  # seconds into the phase: a burst or spread out?
     }
 
 
 async def record_ages(url: str) -> dict[str, int]:
-    """The worker's histogram of record age at batch start (all batches of the run, cumulative counts)."""
+    """The worker's histograms of record age at batch start and of loop lag (whole run, cumulative counts)."""
     async with httpx.AsyncClient(timeout=10) as c:
         text = (await c.get(url)).text
     out = {}
     for line in text.splitlines():
-        if line.startswith('fleetstream_record_age_seconds_bucket{agent="telemetry"'):
-            le = line.split('le="')[1].split('"')[0]
-            out[f"<={le}s"] = int(float(line.split()[-1]))
+        for prefix, name in (('fleetstream_record_age_seconds_bucket{agent="telemetry"', "record_age"),
+                             ("fleetstream_loop_lag_seconds_bucket", "loop_lag")):  # fmt: skip
+            if line.startswith(prefix):
+                le = line.split('le="')[1].split('"')[0]
+                out[f"{name}<={le}s"] = int(float(line.split()[-1]))
     return out
 
 
@@ -406,6 +408,7 @@ async def main() -> None:
             p.terminate()
         for p in (worker, api):
             p.wait(30)
+        await drop_app_topics(app_id)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

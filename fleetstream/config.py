@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     telemetry_busy_linger_ms: float = 20.0
     telemetry_behind_ms: float = 50.0
     telemetry_max_batch: int = 1000
+    #: Workers commit consumer offsets this often, or after this many records (``streams.app``);
+    #: longer means fewer commits in the fetch path and more to replay after a crash.
+    commit_interval_s: float = 1.0
+    commit_every: int = 1000
 
     # --- driver presence
     offline_after_s: float = 60.0

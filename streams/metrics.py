@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from streams.app import app
@@ -18,6 +21,13 @@ RECORD_AGE = Histogram(
     "Age of a batch's oldest record when processing starts",
     ["agent"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+#: How late a 20 ms sleep wakes up: the time the worker's event loop was busy elsewhere (a
+#: batch's CPU work, Faust's bookkeeping), which every record waiting behind it also waits.
+LOOP_LAG = Histogram(
+    "fleetstream_loop_lag_seconds",
+    "Extra delay of a 20 ms sleep on the worker's event loop",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
 )
 DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
 
@@ -43,3 +53,11 @@ async def measure_lag() -> None:
         committed = consumer._committed_offset.get(tp)  # the only place Faust keeps it
         if high is not None and committed is not None:
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - committed))
+
+
+@app.task
+async def watch_loop_lag() -> None:
+    while True:
+        t0 = time.monotonic()
+        await asyncio.sleep(0.02)
+        LOOP_LAG.observe(max(0.0, time.monotonic() - t0 - 0.02))
