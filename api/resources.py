@@ -83,7 +83,10 @@ class Resources:
         kafka = KafkaGate(settings)
         kafka.start()
         redis = redis_client(settings.redis_dsn, max_connections=512)
-        mongo: AsyncIOMotorClient = AsyncIOMotorClient(settings.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=5000)
+        mongo: AsyncIOMotorClient = AsyncIOMotorClient(
+            settings.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=5000,
+            socketTimeoutMS=int(settings.mongo_socket_timeout_s * 1000),
+        )  # fmt: skip
         db = mongo[settings.mongo_db]
         try:
             await ensure_indexes(db)

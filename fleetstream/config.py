@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     rabbitmq_url: str | None = None
     mongo_url: str | None = None
     mongo_db: str = "fleetstream"
+    #: A MongoDB call that has not answered after this fails (the sinks retry it, idempotently)
+    #: instead of holding its consumer forever: FerretDB v1.24 once stopped answering every
+    #: request but ``ping`` in the middle of a 25,000 pings/s benchmark.
+    mongo_socket_timeout_s: float = 60.0
 
     # --- Kafka / Faust
     app_id: str = "fleetstream"

@@ -25,7 +25,8 @@ def db() -> AsyncIOMotorDatabase:
     global _mongo
     if _mongo is None:
         s = get_settings()
-        _mongo = AsyncIOMotorClient(s.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=10_000)
+        _mongo = AsyncIOMotorClient(s.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=10_000,
+                                    socketTimeoutMS=int(s.mongo_socket_timeout_s * 1000))  # fmt: skip
     return _mongo[get_settings().mongo_db]
 
 
