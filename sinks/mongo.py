@@ -15,6 +15,7 @@ FerretDB v1 support are used.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,6 +100,13 @@ def _only_duplicates(exc: BulkWriteError) -> bool:
     return all(e.get("code") == DUPLICATE_KEY for e in errors) and not exc.details.get("writeConcernErrors")
 
 
+#: One MongoDB write at a time per process. FerretDB on SQLite has one writer per database
+#: anyway, and twice in a row the whole server stopped answering (all but ``ping``) while
+#: two bulk writes of the store worker were in flight at once; serialising them costs
+#: nothing there. On MongoDB it costs the store's agents their write overlap.
+WRITE_LOCK = asyncio.Lock()
+
+
 class InsertOnceSink(BatchSink[dict[str, Any]]):
     """Insert documents with a natural ``_id``; a replayed document is skipped by the server."""
 
@@ -111,7 +119,8 @@ class InsertOnceSink(BatchSink[dict[str, Any]]):
 
     async def write_chunk(self, items: Sequence[dict[str, Any]]) -> None:
         try:
-            await self.coll.insert_many(list(items), ordered=False)
+            async with WRITE_LOCK:
+                await self.coll.insert_many(list(items), ordered=False)
         except BulkWriteError as exc:
             if not _only_duplicates(exc):
                 raise
@@ -153,7 +162,8 @@ class LatestSink(BatchSink[dict[str, Any]]):
             if i not in stored or stored[i] < d[f]
         ]
         if ops:
-            await self.coll.bulk_write(ops, ordered=False)
+            async with WRITE_LOCK:
+                await self.coll.bulk_write(ops, ordered=False)
 
 
 class DriverStateSink(LatestSink):
