@@ -3,9 +3,9 @@
 Validation is per ping: the whole list is validated in one pass (fast path, field rules
 only, then the device-clock window in one loop of comparisons); only if that fails are
 the valid pings separated from the invalid ones, each invalid one with its reasons
-(``IngestPing``, whose per-ping clock validator cost the API a tenth of its CPU when it
-ran on the fast path too). Accepted pings of a request travel as one Kafka record keyed by driver id,
-so one driver's pings stay on one partition, in order.
+(``IngestPing``, whose per-ping clock validator on the fast path made a 50-ping request
+cost 163 instead of 155 us). Accepted pings of a request travel as one Kafka record keyed
+by driver id, so one driver's pings stay on one partition, in order.
 """
 
 from __future__ import annotations

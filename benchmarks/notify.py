@@ -274,8 +274,8 @@ async def latency_phase(args: argparse.Namespace, url: str, worker_pid: int, api
         "hops_ms": {k: percentiles(v) for k, v in hops.items()},
         "cpu_pct_while_probing": cpu,
         "worker_histograms": ages,
-        "over_500ms_at_s": slow_at[:50],
-        "samples": sorted(samples),  # seconds into the phase: a burst or spread out?
+        "over_500ms_at_s": slow_at[:50],  # seconds into the phase: a burst or spread out?
+        "samples": sorted(samples),
     }
 
 

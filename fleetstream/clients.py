@@ -47,14 +47,13 @@ async def execute(r: aioredis.Redis, build: Callable[[Pipeline], None], scripts:
     Only for pipelines whose plain commands are idempotent (HSET, GEOADD…): they run
     twice then, while a script that got NOSCRIPT did not run at all.
     """
-    for attempt in (1, 2):
-        pipe = r.pipeline(transaction=False)
-        build(pipe)
-        try:
-            return await pipe.execute()
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            for s in scripts:
-                await r.script_load(s.source)
-    raise AssertionError("unreachable")
+    pipe = r.pipeline(transaction=False)
+    build(pipe)
+    try:
+        return await pipe.execute()
+    except NoScriptError:
+        for s in scripts:
+            await r.script_load(s.source)
+    pipe = r.pipeline(transaction=False)
+    build(pipe)
+    return await pipe.execute()

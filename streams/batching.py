@@ -30,6 +30,12 @@ from faust.types import EventT
 from mode.utils.futures import notify
 
 
+def record_age(event: EventT) -> float:
+    """Seconds since the producer created this record (Kafka's create time; 0 if it has none)."""
+    created = event.message.timestamp
+    return max(0.0, time.time() - created) if created else 0.0
+
+
 async def take_adaptive(
     stream: Any, max_: int, linger_s: float, busy_linger_s: float, behind_s: float, idle_s: float = 1.0
 ) -> AsyncIterator[Sequence[EventT]]:
@@ -68,8 +74,7 @@ async def take_adaptive(
             await stream.wait_for_stopped(arrived, timeout=idle_s)
             if not events:
                 continue
-            created = events[0].message.timestamp or time.time()
-            wait = busy_linger_s if time.time() - created > behind_s else linger_s
+            wait = busy_linger_s if record_age(events[0]) > behind_s else linger_s
             if len(events) < max_ and wait > 0:
                 await stream.wait_for_stopped(full, timeout=wait)
             consuming = asyncio.get_running_loop().create_future()

@@ -106,7 +106,6 @@ async def make_step() -> pipeline.Step:
         now = time.time()
         updates: list[EtaUpdate] = []
         for driver, doc in zip(found[::2], found[1::2], strict=True):
-            driver = driver.decode() if isinstance(driver, bytes) else driver
             booking = orjson.loads(doc) if doc else None
             if booking is not None and booking.get("driver_id") == driver:
                 update = await follow(booking, newest[driver], hour, now, s)

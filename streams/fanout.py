@@ -80,19 +80,19 @@ class Notifier:
 
     async def send(self, items: list[tuple[list[str], dict[str, object]]]) -> None:
         """Each notification into its audiences' replay streams (one pipeline), then to RabbitMQ with the ids."""
-        pending = [(scope, body) for scopes, body in items for scope in scopes]
+        encoded = [(scopes, body, orjson.dumps(body)) for scopes, body in items]  # once, not per audience
+        pending = [(scope, body, raw) for scopes, body, raw in encoded for scope in scopes]
         if not pending:
             return
-        encoded = {id(body): orjson.dumps(body) for _, body in items}
 
         def build(pipe: Pipeline) -> None:
-            for scope, body in pending:
-                args = [body["event_id"], encoded[id(body)], REPLAY_KEEP, REPLAY_TTL_S]
+            for scope, body, raw in pending:
+                args = [body["event_id"], raw, REPLAY_KEEP, REPLAY_TTL_S]
                 self.append.queue(pipe, [f"notify:{scope}", f"notify:ids:{scope}"], args)
 
         ids = await execute(self.redis, build, [self.append])
         out = []
-        for (scope, body), sid in zip(pending, ids, strict=True):
+        for (scope, body, _), sid in zip(pending, ids, strict=True):
             key, mid = f"{scope}.{body['type']}", f"{body['event_id']}:{scope}"
             out.append(Outgoing(key, orjson.dumps({**body, "id": sid}), mid, str(body["type"])))
         await self.sink.write(out)

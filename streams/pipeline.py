@@ -17,7 +17,6 @@ the batch's offsets are committed only after all of them returned (at-least-once
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from faust.types import TP, EventT
 from fleetstream.config import get_settings
 from schemas import TelemetryBatch
 from streams.app import app, topic
-from streams.batching import take_adaptive
+from streams.batching import record_age, take_adaptive
 from streams.metrics import PINGS, RECORD_AGE, RECORDS
 
 #: Clean runs first (the others see only what it accepted); the others run concurrently, started
@@ -95,7 +94,7 @@ def build(chosen: list[str]) -> Any | None:
                                 s.telemetry_busy_linger_ms / 1000, s.telemetry_behind_ms / 1000)  # fmt: skip
         async for events in batches:
             RECORDS.labels("telemetry").inc(len(events))
-            AGE.observe(max(0.0, time.time() - (events[0].message.timestamp or time.time())))
+            AGE.observe(record_age(events[0]))
             items = await clean(events) if clean is not None else passthrough(events)
             if not items:
                 continue
