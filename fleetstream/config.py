@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     #: How long the API waits for the booking agent's verdict before answering 202 "pending".
     booking_reply_timeout_s: float = 5.0
     offer_timeout_s: float = 30.0
+    #: An expired offer claimed by a worker's timer is claimed again after this long unless the
+    #: booking agent handled its timeout (the worker may have died before the command left).
+    offer_claim_lease_s: float = 10.0
     #: Bookings due for matching are gathered this often and assigned together.
     match_window_s: float = 2.0
     match_timeout_s: float = 120.0

@@ -22,7 +22,7 @@ from streams.app import app, table, topic
 from streams.booking_rules import apply, public_view
 from streams.keys import JOBS_KEY, mirror_key
 from streams.metrics import RECORDS
-from streams.reservations import PENDING_KEY, hold_on, release_on
+from streams.reservations import DEADLINES_KEY, PENDING_KEY, hold_on, release_on
 
 commands_topic = topic("bookings.commands")
 events_topic = topic("bookings.events")
@@ -52,10 +52,15 @@ def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | N
             pipe.hset(JOBS_KEY, after["driver_id"], bid)  # the ETA agent follows this driver for this booking
         elif prev_driver:
             pipe.hdel(JOBS_KEY, prev_driver)
-    if cmd.type == "booking.offer_timeout" and cmd.driver_id and (after or {}).get("driver_id") != cmd.driver_id:
-        release_on(pipe, bid, cmd.driver_id)  # reserved but never offered (the matcher died): free it
-    if cmd.type == "booking.offer" and not ok and cmd.driver_id:
-        release_on(pipe, bid, cmd.driver_id)  # the booking moved on (cancelled...) while it was being matched
+    holds = (after or {}).get("driver_id") == cmd.driver_id
+    if cmd.type == "booking.offer_timeout" and cmd.driver_id:
+        pipe.zrem(DEADLINES_KEY, f"{bid}|{cmd.driver_id}")  # the timer's claim was a lease: handled now
+        if not holds:
+            release_on(pipe, bid, cmd.driver_id)  # reserved but never offered (the matcher died): free it
+    if cmd.type == "booking.offer" and not ok and cmd.driver_id and not holds:
+        # The booking moved on (cancelled...) while it was being matched. Not when it holds this
+        # driver now: a replayed rejection must not free a later offer to the same driver.
+        release_on(pipe, bid, cmd.driver_id)
     reply = {"ok": ok, "error": error, "booking": public_view(after) if after else None}
     key = f"reply:{cmd.event_id}"
     pipe.lpush(key, orjson.dumps(reply))

@@ -30,7 +30,7 @@ from streams import resources
 from streams.app import app, topic
 from streams.keys import GEO_KEY, mirror_key
 from streams.metrics import RECORDS
-from streams.reservations import CLAIM_DUE, CLAIM_EXPIRED, DEADLINES_KEY, PENDING_KEY, reserve
+from streams.reservations import CLAIM_DUE, PENDING_KEY, claim_expired, reserve
 
 log = logging.getLogger(__name__)
 commands_topic = topic("bookings.commands")
@@ -172,8 +172,5 @@ async def match_pending() -> None:
 
 @app.timer(interval=0.5)
 async def expire_offers() -> None:
-    r = resources.redis()
-    claimed = await r.eval(CLAIM_EXPIRED, 1, DEADLINES_KEY, repr(time.time()), 500)
-    for member in claimed:
-        bid, _, driver = member.partition("|")
+    for bid, driver in await claim_expired(resources.redis(), time.time(), get_settings().offer_claim_lease_s):
         await system_command(bid, "booking.offer_timeout", driver_id=driver)

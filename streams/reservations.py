@@ -8,6 +8,8 @@ Reserving and releasing are Lua scripts, so "is the driver free" and "take it" a
 step: two workers, or two bookings in one batch, can never hold the same driver. A
 reservation outlives no offer: its deadline entry is claimed by the offer timer of any
 worker (also after the worker that reserved died) and turned into ``booking.offer_timeout``.
+A claim is a lease, not a removal: the booking agent removes the entry when it handles the
+timeout, so a timeout lost with a killed worker's producer buffer is sent again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from streams.keys import GEO_KEY, driver_key, reserve_key
 
 DEADLINES_KEY = "offers:deadlines"
 PENDING_KEY = "bookings:pending"
-__all__ = ["DEADLINES_KEY", "PENDING_KEY", "hold_on", "release_on", "reserve", "reserve_key"]
+__all__ = ["DEADLINES_KEY", "PENDING_KEY", "claim_expired", "hold_on", "release_on", "reserve", "reserve_key"]
 
 
 # KEYS: reserve key, driver hash, geo set, deadlines.  ARGV: booking, driver, ttl ms, deadline score.
@@ -56,19 +58,18 @@ return 0
 
 # KEYS: a sorted set.  ARGV: now, limit, lease (score given to claimed members).
 # Claims due members for this caller: they come back only if it does not finish in time.
+# Used for pending bookings and for expired offers.
 CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], m) end
 return due
 """
 
-# KEYS: deadlines.  ARGV: now, limit.  Claims expired offers (removes them: the timeout is sent once).
-CLAIM_EXPIRED = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, m in ipairs(due) do if redis.call('ZREM', KEYS[1], m) == 1 then table.insert(out, m) end end
-return out
-"""
+
+async def claim_expired(r: aioredis.Redis, now: float, lease_s: float, limit: int = 500) -> list[tuple[str, str]]:
+    """(booking, driver) of the offers past their deadline, leased to the caller for ``lease_s``."""
+    due = await r.eval(CLAIM_DUE, 1, DEADLINES_KEY, repr(now), limit, repr(now + lease_s))
+    return [(b, d) for b, _, d in (m.partition("|") for m in due)]
 
 
 async def reserve(r: aioredis.Redis, booking_id: str, driver_id: str, ttl_ms: int, deadline: float) -> bool:
