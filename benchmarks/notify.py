@@ -45,7 +45,7 @@ import websockets
 
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
 
-from benchmarks.telemetry import commit_end_offsets, drop_app_topics, spawn, wait_http
+from benchmarks.telemetry import commit_end_offsets, drop_app_topics, project_topics, spawn, wait_http
 from fleetstream.config import get_settings
 
 get_settings.cache_clear()
@@ -384,9 +384,7 @@ async def main() -> None:
            "FLEETSTREAM_MATCH_WINDOW_S": "0.5", "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "300",
            "FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "1000000", "FLEETSTREAM_OFFER_TIMEOUT_S": "120",
            "FLEETSTREAM_NOTIFY_HEARTBEAT_S": "60"}  # fmt: skip
-    await commit_end_offsets(app_id, [S.topic(t) for t in ("telemetry.raw", "telemetry.clean", "bookings.commands",
-                                                           "bookings.events", "eta.updates", "geofence.events",
-                                                           "drivers.status")])  # fmt: skip
+    await commit_end_offsets(app_id, project_topics())
     worker = spawn([sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning", "--agents",
                     "clean,driver_state,publish,bookings,matching,eta"], env, tmp / "notify-worker.log")  # fmt: skip
     api = spawn([sys.executable, "-m", "fleetstream.cli", "api", "--port", str(args.api_port)], env,

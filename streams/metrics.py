@@ -29,6 +29,14 @@ LOOP_LAG = Histogram(
     "Extra delay of a 20 ms sleep on the worker's event loop",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
 )
+#: Per step of the telemetry agent, and "clean" and "batch" (a whole batch, steps concurrent):
+#: where a batch's time goes when the agent falls behind without using its CPU.
+STEP_SECONDS = Histogram(
+    "fleetstream_step_seconds",
+    "Duration of one telemetry batch in a step",
+    ["step"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
 
 

@@ -17,6 +17,7 @@ the batch's offsets are committed only after all of them returned (at-least-once
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from fleetstream.config import get_settings
 from schemas import TelemetryBatch
 from streams.app import app, topic
 from streams.batching import record_age, take_adaptive
-from streams.metrics import PINGS, RECORD_AGE, RECORDS
+from streams.metrics import PINGS, RECORD_AGE, RECORDS, STEP_SECONDS
 
 #: Clean runs first (the others see only what it accepted); the others run concurrently, started
 #: in this order: what a customer waits for (ETA, location) sends its first request before the
@@ -75,6 +76,19 @@ def passthrough(events: Sequence[EventT]) -> list[Item]:
     return out
 
 
+def timed(name: str, step: Step) -> Step:
+    hist = STEP_SECONDS.labels(name)
+
+    async def run(items: list[Item]) -> None:
+        t0 = time.perf_counter()
+        try:
+            await step(items)
+        finally:
+            hist.observe(time.perf_counter() - t0)
+
+    return run
+
+
 def build(chosen: list[str]) -> Any | None:
     """Define the telemetry agent for the chosen steps (none chosen: no agent)."""
     s = get_settings()
@@ -89,16 +103,20 @@ def build(chosen: list[str]) -> Any | None:
     @app.agent(source, name="streams.pipeline.telemetry")
     async def telemetry(stream):  # type: ignore[no-untyped-def]
         clean = await cleaner() if cleaner is not None else None
-        steps = [await _steps[n]() for n in names]
+        steps = [timed(n, await _steps[n]()) for n in names]
+        clean_time, batch_time = STEP_SECONDS.labels("clean"), STEP_SECONDS.labels("batch")
         batches = take_adaptive(stream, s.telemetry_max_batch, s.telemetry_linger_ms / 1000,
                                 s.telemetry_busy_linger_ms / 1000, s.telemetry_behind_ms / 1000)  # fmt: skip
         async for events in batches:
             RECORDS.labels("telemetry").inc(len(events))
             AGE.observe(record_age(events[0]))
+            t0 = time.perf_counter()
             items = await clean(events) if clean is not None else passthrough(events)
+            clean_time.observe(time.perf_counter() - t0)
             if not items:
                 continue
             PINGS.labels("telemetry").inc(sum(len(i.batch.pings) for i in items))
             await asyncio.gather(*(step(items) for step in steps))  # in FIRST order: eta's round trips go out first
+            batch_time.observe(time.perf_counter() - t0)
 
     return telemetry
