@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import statistics
 import sys
@@ -280,16 +281,24 @@ async def latency_phase(args: argparse.Namespace, url: str, worker_pid: int, api
 
 
 async def record_ages(url: str) -> dict[str, int]:
-    """The worker's histograms of record age at batch start and of loop lag (whole run, cumulative counts)."""
+    """The worker's histograms (whole run, cumulative counts): record age at batch start, loop lag, and the
+    durations of the telemetry batch, its clean step and its ETA step."""
     async with httpx.AsyncClient(timeout=10) as c:
         text = (await c.get(url)).text
+    wanted = {("fleetstream_record_age_seconds_bucket", "telemetry"): "record_age",
+              ("fleetstream_loop_lag_seconds_bucket", None): "loop_lag",
+              ("fleetstream_step_seconds_bucket", "clean"): "step_clean",
+              ("fleetstream_step_seconds_bucket", "eta"): "step_eta",
+              ("fleetstream_step_seconds_bucket", "batch"): "step_batch"}  # fmt: skip
     out = {}
     for line in text.splitlines():
-        for prefix, name in (('fleetstream_record_age_seconds_bucket{agent="telemetry"', "record_age"),
-                             ("fleetstream_loop_lag_seconds_bucket", "loop_lag")):  # fmt: skip
-            if line.startswith(prefix):
-                le = line.split('le="')[1].split('"')[0]
-                out[f"{name}<={le}s"] = int(float(line.split()[-1]))
+        m = re.match(r"(\w+)\{(.*)\} (\S+)$", line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))  # prometheus_client sorts them: le first
+        name = wanted.get((m.group(1), labels.get("agent") or labels.get("step")))
+        if name and "le" in labels:
+            out[f"{name}<={labels['le']}s"] = int(float(m.group(3)))
     return out
 
 
