@@ -286,6 +286,7 @@ async def record_ages(url: str) -> dict[str, int]:
     async with httpx.AsyncClient(timeout=10) as c:
         text = (await c.get(url)).text
     wanted = {("fleetstream_record_age_seconds_bucket", "telemetry"): "record_age",
+              ("fleetstream_record_received_age_seconds_bucket", "telemetry"): "received_age",
               ("fleetstream_loop_lag_seconds_bucket", None): "loop_lag",
               ("fleetstream_step_seconds_bucket", "clean"): "step_clean",
               ("fleetstream_step_seconds_bucket", "eta"): "step_eta",

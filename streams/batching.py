@@ -36,6 +36,14 @@ def record_age(event: EventT) -> float:
     return max(0.0, time.time() - created) if created else 0.0
 
 
+def received_age(event: EventT) -> float | None:
+    """Seconds from the record's create time to Faust receiving it (None without Faust's monitor stamp)."""
+    created, time_in = event.message.timestamp, event.message.time_in
+    if not created or time_in is None:
+        return None
+    return max(0.0, time.time() - (time.monotonic() - time_in) - created)
+
+
 async def take_adaptive(
     stream: Any, max_: int, linger_s: float, busy_linger_s: float, behind_s: float, idle_s: float = 1.0
 ) -> AsyncIterator[Sequence[EventT]]:

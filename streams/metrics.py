@@ -22,6 +22,14 @@ RECORD_AGE = Histogram(
     ["agent"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+#: The part of RECORD_AGE spent before the worker's consumer handed the record to Faust
+#: (producer → broker → fetch → consumer thread); the rest is Faust's buffers and the batch linger.
+RECEIVED_AGE = Histogram(
+    "fleetstream_record_received_age_seconds",
+    "Age of a batch's oldest record when the worker's consumer received it",
+    ["agent"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 #: How late a 20 ms sleep wakes up: the time the worker's event loop was busy elsewhere (a
 #: batch's CPU work, Faust's bookkeeping), which every record waiting behind it also waits.
 LOOP_LAG = Histogram(

@@ -27,8 +27,8 @@ from faust.types import TP, EventT
 from fleetstream.config import get_settings
 from schemas import TelemetryBatch
 from streams.app import app, topic
-from streams.batching import record_age, take_adaptive
-from streams.metrics import PINGS, RECORD_AGE, RECORDS, STEP_SECONDS
+from streams.batching import received_age, record_age, take_adaptive
+from streams.metrics import PINGS, RECEIVED_AGE, RECORD_AGE, RECORDS, STEP_SECONDS
 
 #: Clean runs first (the others see only what it accepted); the others run concurrently, started
 #: in this order: what a customer waits for (ETA, location) sends its first request before the
@@ -98,7 +98,7 @@ def build(chosen: list[str]) -> Any | None:
         return None
     source = topic("telemetry.raw" if cleaner is not None else "telemetry.clean")
 
-    AGE = RECORD_AGE.labels("telemetry")
+    AGE, RECEIVED = RECORD_AGE.labels("telemetry"), RECEIVED_AGE.labels("telemetry")
 
     @app.agent(source, name="streams.pipeline.telemetry")
     async def telemetry(stream):  # type: ignore[no-untyped-def]
@@ -110,6 +110,8 @@ def build(chosen: list[str]) -> Any | None:
         async for events in batches:
             RECORDS.labels("telemetry").inc(len(events))
             AGE.observe(record_age(events[0]))
+            if (received := received_age(events[0])) is not None:
+                RECEIVED.observe(received)
             t0 = time.perf_counter()
             items = await clean(events) if clean is not None else passthrough(events)
             clean_time.observe(time.perf_counter() - t0)

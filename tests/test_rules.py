@@ -141,3 +141,20 @@ def test_travel_time_prices_each_cell_on_the_way_at_its_learned_speed() -> None:
     expected = road / len(cells) * (len(cells) // 2 / s.default_speed_mps + (len(cells) - len(cells) // 2) / 2.0)
     assert abs(slow - expected) < 1e-6
     assert travel_s(*a, *b, jam, 9, s) == travel_s(*a, *b, {}, 9, s)  # learned for another hour only
+
+
+def test_record_ages_split_kafka_from_the_worker() -> None:
+    """Age at batch start and at receipt: the create time (Faust gives seconds) against its monotonic receive stamp."""
+    import time
+    from types import SimpleNamespace
+
+    from streams.batching import received_age, record_age
+
+    now_wall, now_mono = time.time(), time.monotonic()
+    msg = SimpleNamespace(timestamp=now_wall - 0.5, time_in=now_mono - 0.2)  # created 0.5 s ago, received 0.2 s ago
+    event = SimpleNamespace(message=msg)
+    assert 0.5 <= record_age(event) < 0.6  # type: ignore[arg-type]
+    received = received_age(event)  # type: ignore[arg-type]
+    assert received is not None and 0.29 < received < 0.35
+    assert received_age(SimpleNamespace(message=SimpleNamespace(timestamp=now_wall, time_in=None))) is None  # type: ignore[arg-type]
+    assert record_age(SimpleNamespace(message=SimpleNamespace(timestamp=None, time_in=None))) == 0.0  # type: ignore[arg-type]
