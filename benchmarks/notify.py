@@ -45,6 +45,7 @@ import psutil
 import websockets
 
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
+os.environ.setdefault("FLEETSTREAM_REDIS_DB", "2")  # and its own Redis database (streams/reservations.py keys)
 
 from benchmarks.telemetry import commit_end_offsets, drop_app_topics, project_topics, spawn, wait_http
 from fleetstream.config import get_settings

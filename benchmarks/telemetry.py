@@ -42,6 +42,7 @@ from streams.topics import TOPICS
 ROOT = Path(__file__).resolve().parent.parent
 # Its own topics (bench.telemetry.raw, ...): the demo's consumer groups never see this load.
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
+os.environ.setdefault("FLEETSTREAM_REDIS_DB", "2")  # and its own Redis database (streams/reservations.py keys)
 get_settings.cache_clear()
 S = get_settings()
 T_RAW, T_CLEAN = S.topic("telemetry.raw"), S.topic("telemetry.clean")

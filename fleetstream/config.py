@@ -47,6 +47,11 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = None
     redis_url: str | None = None
+    #: The Redis database of this deployment (when ``redis_url`` is not given). Redis keys are
+    #: not prefixed: two deployments on one Redis (like two topic namespaces on one broker)
+    #: need different databases, or one's matcher claims the other's pending bookings.
+    #: The demo uses 0, tests 1, benchmarks 2.
+    redis_db: int = Field(default=0, ge=0, le=15)
     rabbitmq_url: str | None = None
     mongo_url: str | None = None
     mongo_db: str = "fleetstream"
@@ -160,7 +165,7 @@ class Settings(BaseSettings):
 
     @property
     def redis_dsn(self) -> str:
-        return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
+        return self.redis_url or f"redis://{self.host}:{self.redis_port}/{self.redis_db}"
 
     @property
     def rabbitmq_dsn(self) -> str:

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("FLEETSTREAM_MONGO_DB", f"test_{uuid.uuid4().hex[:8]}")
 # Topics of their own: a demo's consumer groups on this machine never process what tests wrote.
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "test")
+# And a Redis database of their own: the demo's matcher must not claim a test's bookings.
+os.environ.setdefault("FLEETSTREAM_REDIS_DB", "1")
 
 
 def free_port() -> int:

@@ -247,3 +247,14 @@ def test_ingest_validation_fast_and_slow_paths_agree() -> None:
     assert good[-1].ts.utcoffset() == timedelta(0)  # normalised on the slow path
     assert [b["index"] for b in bad] == [3, 4]
     assert "future" in bad[0]["reasons"][0]["error"] and "old" in bad[1]["reasons"][0]["error"]
+
+
+def test_each_deployment_names_its_own_redis_database() -> None:
+    """Redis keys carry no namespace: the database number keeps deployments apart (the URL wins when given)."""
+    from fleetstream.config import Settings
+
+    assert Settings(redis_db=2, redis_url=None).redis_dsn.endswith(":6379/2")
+    assert Settings(redis_db=2, redis_url="redis://elsewhere:7000/5").redis_dsn == "redis://elsewhere:7000/5"
+    assert Settings(redis_url=None).redis_dsn.endswith("/1")  # this test run's own (tests/conftest.py)
+    with pytest.raises(ValueError):
+        Settings(redis_db=16)
