@@ -245,14 +245,17 @@ class FerretDB(Service):
         ], {}  # fmt: skip
 
     def healthy(self) -> bool:
+        """A write and a read, not only ``ping``: a hung FerretDB v1.24 still answered ``ping``."""
         import pymongo
 
         try:
             client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-                self.settings.mongo_dsn, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000
+                self.settings.mongo_dsn, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000, socketTimeoutMS=5000
             )
             try:
-                return client.admin.command("ping").get("ok") == 1.0
+                probe = client["fleetstream_health"]["probe"]
+                probe.update_one({"_id": "stack"}, {"$inc": {"n": 1}}, upsert=True)
+                return probe.find_one({"_id": "stack"}) is not None
             finally:
                 client.close()
         except pymongo.errors.PyMongoError:
