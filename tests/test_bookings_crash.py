@@ -1,4 +1,5 @@
-"""A booking worker killed mid-matching, on the real stack.
+"""Crash and replay paths of the booking worker, on the real stack: a worker killed mid-matching,
+a repeated offer. Each test runs its own worker and API.
 
 In a module of its own: the module fixture of ``test_bookings`` runs a second deployment
 (another consumer group on the same topics, the same Redis keys). Both would own these
@@ -61,5 +62,54 @@ def test_a_worker_killed_mid_matching_leaves_no_driver_reserved(stack: Settings,
                 assert c.post("/v1/telemetry", json={"pings": [ping]}, headers=token).status_code == 202
             stranded = lambda: [d for d in drivers if not in_geo_index(stack, d)]  # noqa: E731
             assert wait_for(lambda: not stranded(), 20, 0.2), stranded()
+    finally:
+        p.stop()
+
+
+def test_a_repeated_offer_of_the_same_driver_keeps_the_live_offer(stack: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A second ``booking.offer`` for the driver the booking is already offered to (a replay after a
+    crash, or two matchers racing) is rejected, and must not free that driver or drop the offer's
+    deadline: the booking would stay "offered" with nobody to time it out."""
+    import asyncio
+
+    import orjson
+
+    from fleetstream.kafka import make_producer
+    from schemas import BookingCommand, encode
+    from streams.reservations import DEADLINES_KEY
+
+    p = Pipeline(stack, tmp_path, f"test-reoffer-{random.randrange(1 << 30)}", FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
+                 FLEETSTREAM_OFFER_TIMEOUT_S="60", FLEETSTREAM_MATCH_WINDOW_S="0.3",
+                 FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000")  # fmt: skip
+    try:
+        p.start_worker()
+        p.start_api()
+        place = Place()
+        with httpx.Client(base_url=p.url, timeout=30) as c:
+            ada = customer(c, "ada")
+            drv, _ = driver_online(c, p, place, 100)
+            bid = book(c, ada, place).json()["booking_id"]
+            offered = until_status(c, ada, bid, "offered", 20)
+            assert offered["driver_id"] == drv
+            again = BookingCommand(type="booking.offer", booking_id=bid, actor_id="matching", actor_role="system",
+                                   driver_id=drv, offer_deadline=datetime.now(UTC), eta_s=1.0)  # fmt: skip
+
+            async def send() -> None:
+                producer = make_producer(stack)
+                await producer.start()
+                try:
+                    await producer.send_and_wait(stack.topic("bookings.commands"), encode(again), key=bid.encode())
+                finally:
+                    await producer.stop()
+
+            asyncio.run(send())
+            r = redis.Redis.from_url(stack.redis_dsn, decode_responses=True)
+            assert wait_for(lambda: r.exists(f"reply:{again.event_id}"), 20, 0.1), "the agent never answered"
+            reply = orjson.loads(r.lindex(f"reply:{again.event_id}", 0) or "{}")
+            assert reply["ok"] is False and "offered" in reply["error"], reply
+            assert r.get(f"reserve:driver:{drv}") == bid  # still held for the live offer
+            assert r.zscore(DEADLINES_KEY, f"{bid}|{drv}") is not None  # and still timed
+            assert status_of(c, ada, bid)["status"] == "offered"
+            assert not in_geo_index(stack, drv)
     finally:
         p.stop()
