@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -106,9 +107,13 @@ def worker(
     from fleetstream.runtime import tune_gc
     from streams.app import app as faust_app
     from streams.app import load_agents
+    from streams.topics import ensure_changelogs
 
     chosen = load_agents(agents.split(",") if agents else None)
     console.print(f"worker {faust_app.conf.id}: agents {', '.join(chosen)}")
+    changelogs = {t.changelog_topic.get_topic_name(): t.partitions for t in faust_app.tables.values()}
+    with ThreadPoolExecutor(1) as pool:  # not on this thread: Faust's worker makes its loop here next
+        pool.submit(asyncio.run, ensure_changelogs(changelogs, get_settings())).result()
     sys.argv = sys.argv[:1]
     tune_gc()
     w = faust.Worker(faust_app, loglevel=loglevel)

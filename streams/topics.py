@@ -86,3 +86,37 @@ async def ensure_topics(settings: Settings) -> list[str]:
     finally:
         await admin.close()
     return report
+
+
+async def ensure_changelogs(names: dict[str, int], settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create the Faust tables' changelog topics (name → partitions, compacted) before the worker starts.
+
+    Faust creates them itself at start-up but then checks their partitions against its
+    consumer's metadata, which may not know the new topic yet: the table's agent crashed
+    with ``PartitionsMismatch`` ("the changelog topic has 0 partitions") and the worker ran
+    on without it (seen in CI on a fresh app id). Made here, before the consumer exists, its
+    first metadata has them.
+    """
+    import asyncio
+    import contextlib
+
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = {n: p for n, p in names.items() if n not in existing}
+        for name, partitions in missing.items():
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker of the group made it first
+                await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while missing and loop.time() < deadline:
+            described = await admin.describe_topics(list(missing))
+            if all(len(d.get("partitions") or []) == missing[d["topic"]] for d in described):
+                break
+            await asyncio.sleep(0.2)
+        return [f"created {n} ({p} partitions)" for n, p in missing.items()]
+    finally:
+        await admin.close()
