@@ -30,7 +30,8 @@ def test_bounded_demo_run(stack: Settings) -> None:
     assert out.returncode == 0, text[-4000:]
     summary = json.loads(re.search(r"summary (\{.*?\}) demo processes stopped", text).group(1))  # type: ignore[union-attr]
     assert summary["pings_processed"] > 0, summary
-    assert summary["pings_accepted"] == summary["pings_posted"] > 200 * 20, summary  # every device, every post
+    # every device, every post; the message names the statuses/reasons (pytest shortens a dict)
+    assert summary["pings_accepted"] == summary["pings_posted"] > 200 * 20, json.dumps(summary["http_errors"])
     assert summary["matched"] > 0 and summary["delivered"] > 0, summary
     assert summary["sockets_peak"] >= 200, summary  # each driver heard its offers on a socket
     assert not summary["http_errors"], summary
