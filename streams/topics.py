@@ -8,9 +8,12 @@ so that Faust tables stay co-partitioned with the streams that update them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from fleetstream.config import Settings
 
@@ -97,11 +100,6 @@ async def ensure_changelogs(names: dict[str, int], settings: Settings, timeout_s
     on without it (seen in CI on a fresh app id). Made here, before the consumer exists, its
     first metadata has them.
     """
-    import asyncio
-    import contextlib
-
-    from aiokafka.errors import TopicAlreadyExistsError
-
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=15000)
     await admin.start()
     try:

@@ -95,6 +95,15 @@ def until_status(c: httpx.Client, auth: dict[str, str], booking_id: str, want: s
     return seen
 
 
+def offered_booking(c: httpx.Client, city: Pipeline, place: Place, auth: dict[str, str]) -> tuple[str, str, dict]:
+    """A driver online near ``place`` and a booking there, once it is offered to that driver."""
+    drv, _ = driver_online(c, city, place, 100)
+    bid = book(c, auth, place).json()["booking_id"]
+    offered = until_status(c, auth, bid, "offered", 20)
+    assert offered["driver_id"] == drv
+    return drv, bid, offered
+
+
 def test_booking_is_matched_accepted_and_delivered(city: Pipeline) -> None:
     place = Place()
     with httpx.Client(base_url=city.url, timeout=30) as c:
@@ -296,9 +305,7 @@ def test_an_offer_timeout_lost_with_a_dead_worker_is_sent_again(city: Pipeline) 
     place = Place()
     with httpx.Client(base_url=city.url, timeout=30) as c:
         ada = customer(c, "ada")
-        drv, _ = driver_online(c, city, place, 100)
-        bid = book(c, ada, place).json()["booking_id"]
-        offered = until_status(c, ada, bid, "offered", 20)
+        drv, bid, offered = offered_booking(c, city, place, ada)
         deadline = datetime.fromisoformat(offered["offer_deadline"]).timestamp()
 
         import redis.asyncio as aioredis

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,20 +23,33 @@ import redis
 
 from fleetstream.config import Settings
 from tests.conftest import Pipeline, bearer, wait_for
-from tests.test_bookings import Place, book, customer, driver_online, in_geo_index, status_of, until_status
+from tests.test_bookings import (
+    Place,
+    book,
+    customer,
+    driver_online,
+    in_geo_index,
+    offered_booking,
+    status_of,
+    until_status,
+)
 
 pytestmark = pytest.mark.usefixtures("stack")
 
 
+@contextmanager
+def deployment(stack: Settings, tmp_path: Path, name: str, **env: str) -> Iterator[Pipeline]:
+    """This test's own worker and API (a fresh consumer group), stopped when it ends."""
+    yield from Pipeline(stack, tmp_path, f"{name}-{random.randrange(1 << 30)}", FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
+                        FLEETSTREAM_MATCH_WINDOW_S="0.3", FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000",
+                        **env).running()  # fmt: skip
+
+
 def test_a_worker_killed_mid_matching_leaves_no_driver_reserved(stack: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL while rounds reserve and offer: after a restart every booking settles and every driver is free."""
-    p = Pipeline(stack, tmp_path, f"test-kill-match-{random.randrange(1 << 30)}", FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
-                 FLEETSTREAM_OFFER_TIMEOUT_S="3", FLEETSTREAM_MATCH_WINDOW_S="0.3", FLEETSTREAM_MATCH_TIMEOUT_S="12",
-                 FLEETSTREAM_MATCH_RADII_M="[2000]", FLEETSTREAM_BOOKING_REPLY_TIMEOUT_S="10",
-                 FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000", FLEETSTREAM_OFFLINE_AFTER_S="600")  # fmt: skip
-    try:
-        p.start_worker()
-        p.start_api()
+    with deployment(stack, tmp_path, "test-kill-match", FLEETSTREAM_OFFER_TIMEOUT_S="3",
+                    FLEETSTREAM_MATCH_TIMEOUT_S="12", FLEETSTREAM_MATCH_RADII_M="[2000]",
+                    FLEETSTREAM_BOOKING_REPLY_TIMEOUT_S="10", FLEETSTREAM_OFFLINE_AFTER_S="600") as p:  # fmt: skip
         place = Place()
         with httpx.Client(base_url=p.url, timeout=30) as c:
             ada = customer(c, "ada")
@@ -62,8 +78,6 @@ def test_a_worker_killed_mid_matching_leaves_no_driver_reserved(stack: Settings,
                 assert c.post("/v1/telemetry", json={"pings": [ping]}, headers=token).status_code == 202
             stranded = lambda: [d for d in drivers if not in_geo_index(stack, d)]  # noqa: E731
             assert wait_for(lambda: not stranded(), 20, 0.2), stranded()
-    finally:
-        p.stop()
 
 
 def test_a_repeated_offer_of_the_same_driver_keeps_the_live_offer(stack: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -78,19 +92,11 @@ def test_a_repeated_offer_of_the_same_driver_keeps_the_live_offer(stack: Setting
     from schemas import BookingCommand, encode
     from streams.reservations import DEADLINES_KEY
 
-    p = Pipeline(stack, tmp_path, f"test-reoffer-{random.randrange(1 << 30)}", FLEETSTREAM_DEVICE_TOKEN_CACHE_S="0",
-                 FLEETSTREAM_OFFER_TIMEOUT_S="60", FLEETSTREAM_MATCH_WINDOW_S="0.3",
-                 FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS="100000")  # fmt: skip
-    try:
-        p.start_worker()
-        p.start_api()
+    with deployment(stack, tmp_path, "test-reoffer", FLEETSTREAM_OFFER_TIMEOUT_S="60") as p:
         place = Place()
         with httpx.Client(base_url=p.url, timeout=30) as c:
             ada = customer(c, "ada")
-            drv, _ = driver_online(c, p, place, 100)
-            bid = book(c, ada, place).json()["booking_id"]
-            offered = until_status(c, ada, bid, "offered", 20)
-            assert offered["driver_id"] == drv
+            drv, bid, _ = offered_booking(c, p, place, ada)
             again = BookingCommand(type="booking.offer", booking_id=bid, actor_id="matching", actor_role="system",
                                    driver_id=drv, offer_deadline=datetime.now(UTC), eta_s=1.0)  # fmt: skip
 
@@ -111,5 +117,3 @@ def test_a_repeated_offer_of_the_same_driver_keeps_the_live_offer(stack: Setting
             assert r.zscore(DEADLINES_KEY, f"{bid}|{drv}") is not None  # and still timed
             assert status_of(c, ada, bid)["status"] == "offered"
             assert not in_geo_index(stack, drv)
-    finally:
-        p.stop()
