@@ -25,7 +25,8 @@ def create_app() -> FastAPI:
             yield
 
     app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
-    for module in (health, metrics, auth, bookings, notifications, devices, telemetry, drivers, zones, web):
+    # Telemetry first: routes are matched in order, and its POST is most of all requests.
+    for module in (telemetry, health, metrics, auth, bookings, notifications, devices, drivers, zones, web):
         app.include_router(module.router)
     web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
     return app
