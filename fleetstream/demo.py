@@ -34,8 +34,11 @@ class Children:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.args: dict[str, tuple[str, ...]] = {}
+        self.restarts: dict[str, int] = {}
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.args[name] = args
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"demo-{name}.log").open("ab") as out:
             p = subprocess.Popen(
@@ -61,6 +64,22 @@ class Children:
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs if p.poll() is not None]
+
+    def restart_dead(self, limit: int = 5) -> tuple[list[str], list[str]]:
+        """Start again what exited, as Kubernetes would (a worker exits when an agent crashed).
+
+        Returns the restarted names, and those that exited more than ``limit`` times (given up).
+        """
+        restarted, given_up = [], []
+        for name in self.dead():
+            if self.restarts.get(name, 0) >= limit:
+                given_up.append(name)
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.procs = [(n, p) for n, p in self.procs if n != name]
+            self.start(name, *self.args[name])
+            restarted.append(name)
+        return restarted, given_up
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -113,8 +132,13 @@ async def simulate(settings: Settings, url: str, sim: Simulation, duration: floa
 
         async def watch_children() -> None:
             while not run.done():
-                if dead := children.dead():
-                    console.print(f"[red]demo processes exited: {dead}; logs in {settings.home / 'logs'}[/red]")
+                restarted, given_up = children.restart_dead()
+                if restarted:
+                    console.print(f"[yellow]restarted {restarted} (exited); logs in {settings.home / 'logs'}[/yellow]")
+                if given_up:
+                    console.print(
+                        f"[red]demo processes keep exiting: {given_up}; logs in {settings.home / 'logs'}[/red]"
+                    )
                     sim.stop()
                     return
                 await asyncio.sleep(0.5)

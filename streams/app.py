@@ -61,10 +61,13 @@ class DeadLetteringTopic(faust.Topic):
 
 
 def create_app(settings: Settings) -> faust.App:
+    datadir = settings.home / "faust"  # each app's tables under it, not "<app id>-data" in the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_servers}",
         store=settings.faust_store,
+        datadir=str(datadir / "{conf.name}"),
         autodiscover=False,
         topic_partitions=settings.telemetry_partitions,
         topic_replication_factor=1,
@@ -112,6 +115,24 @@ def table(name: str, **kwargs: Any) -> faust.Table:
     return app.Table(name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs)
 
 
+async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
+    """Crash the whole worker when an agent raised, so that it exits and is restarted.
+
+    Faust would restart the agent inside the running worker, past the batch that failed:
+    those records were never acknowledged, so the group's committed offset stayed behind
+    them for good (every later record re-read after the next restart) while the worker
+    looked healthy. A worker that exits instead is restarted by its supervisor (Kubernetes,
+    the demo's watcher) and reads again from the committed offset: nothing is skipped.
+    """
+    log.critical("agent %s crashed (%r): stopping the worker; it resumes at its committed offsets", agent.name, exc)
+    CRASHED[agent.name] = repr(exc)
+    await app.crash(exc)
+
+
+#: Agents that raised, with the exception: ``/ready`` answers 503 while the worker goes down.
+CRASHED: dict[str, str] = {}
+
+
 def load_agents(names: list[str] | None = None) -> list[str]:
     chosen = names or list(AGENT_MODULES)
     unknown = [n for n in chosen if n not in AGENT_MODULES]
@@ -121,4 +142,6 @@ def load_agents(names: list[str] | None = None) -> list[str]:
     for n in chosen:
         importlib.import_module(AGENT_MODULES[n])
     importlib.import_module("streams.pipeline").build(chosen)  # one agent for the telemetry steps among them
+    for agent in app.agents.values():
+        agent._on_error = stop_on_agent_error  # Faust's hook; set here so every agent, ours or yours, has it
     return chosen

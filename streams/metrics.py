@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from streams.app import app
+from streams.app import CRASHED, app
 
 RECORDS = Counter("fleetstream_agent_records_total", "Kafka records processed per agent", ["agent"])
 PINGS = Counter("fleetstream_agent_pings_total", "Pings processed per agent", ["agent"])
@@ -56,9 +56,11 @@ async def metrics(web, request):  # type: ignore[no-untyped-def]
 
 @app.page("/ready")
 async def ready(web, request):  # type: ignore[no-untyped-def]
-    """200 once this worker holds partitions and has finished recovering its tables (k8s readiness)."""
+    """200 once this worker holds partitions and recovered its tables (k8s readiness); 503 once an agent crashed."""
     ok = bool(app.consumer.assignment()) and not app.rebalancing and app.tables.recovery.completed.is_set()
-    return web.json({"ready": ok, "partitions": len(app.consumer.assignment())}, status=200 if ok else 503)
+    ok = ok and not CRASHED
+    body = {"ready": ok, "partitions": len(app.consumer.assignment()), "crashed_agents": CRASHED}
+    return web.json(body, status=200 if ok else 503)
 
 
 @app.timer(interval=2.0)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from subprocess import DEVNULL
 
 import pytest
+from redis.asyncio import Redis
 
 from fleetstream.config import Settings
 from schemas import DeadLetter, GpsPing, TelemetryBatch, encode
-from tests.conftest import Pipeline, TopicTail
+from streams.keys import driver_key
+from tests.conftest import Pipeline, TopicTail, free_port, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -54,3 +58,53 @@ async def test_worker_consumes_updates_table_and_produces(stack: Settings, tmp_p
     assert reasons == ["duplicate", "out_of_order", "out_of_order", "undecodable"]  # seq 2, then 0 and 1
     undecodable = next(d for d in dead if d.reason == "undecodable")
     assert undecodable.source_topic == stack.topic("telemetry.raw") and '"driver_id": 42' in undecodable.payload
+
+
+async def test_an_agent_error_stops_the_worker_and_its_restart_processes_the_batch(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """A Redis of its own, killed under the worker: the driver-state step raises.
+
+    The worker must exit (Faust alone would restart the agent past the failed batch and
+    run on, its committed offset stuck behind it); restarted with Redis back, it reads
+    the same batch again and the driver's state appears.
+    """
+    port = free_port()
+    redis_cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    server = await asyncio.create_subprocess_exec(*redis_cmd, stdout=DEVNULL, stderr=DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    driver = f"crash-{uid}"
+    env = {"FLEETSTREAM_REDIS_URL": url, "FLEETSTREAM_AGENTS": "clean,driver_state"}
+    # Without Redis the offline timer would crash the worker as well; this test is about the agent.
+    p = Pipeline(stack, tmp_path, f"test-crash-{uid}", FLEETSTREAM_OFFLINE_CHECK_S="3600", **env)
+    try:
+        p.start_worker()
+        server.kill()
+        await server.wait()
+        await producer.send_and_wait(
+            stack.topic("telemetry.raw"), encode(batch(driver, 0, datetime.now(UTC) - timedelta(seconds=5))),
+            key=driver.encode(),
+        )  # fmt: skip
+        assert p.worker is not None
+        exited = wait_for(lambda: p.worker.popen.poll() is not None, 90, 0.5)
+        assert exited, p.worker.output()[-4000:]
+        assert p.worker.popen.returncode != 0
+        assert "agent streams.pipeline.telemetry crashed" in p.worker.output()
+        server = await asyncio.create_subprocess_exec(*redis_cmd, stdout=DEVNULL, stderr=DEVNULL)
+        p.start_worker()
+        r = Redis.from_url(url)
+        try:
+            state = None
+            for _ in range(120):
+                state = await r.hgetall(driver_key(driver))
+                if state:
+                    break
+                await asyncio.sleep(0.5)
+        finally:
+            await r.aclose()
+        assert state and int(state[b"seq"]) == 2, p.worker.output()[-4000:]
+    finally:
+        p.stop()
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
