@@ -35,6 +35,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from benchmarks.http1 import Connection, auth_header
 from fleetstream.config import get_settings
 from fleetstream.kafka import make_consumer
 from streams.topics import TOPICS
@@ -150,33 +151,33 @@ class Devices:
 
 async def load(url: str, devices: Devices, tokens: dict[str, str], duration: float, conc: int,
                stats: dict[str, int], rate: float | None = None) -> None:  # fmt: skip
-    import aiohttp
-
+    """``conc`` senders, each on its own keep-alive connection (``benchmarks/http1.py``, lighter than aiohttp)."""
     deadline = time.monotonic() + duration
-    connector = aiohttp.TCPConnector(limit=conc)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    host, port = url.removeprefix("http://").split(":")
+    auth = {d: auth_header(t) for d, t in tokens.items()}
 
-        async def worker(i: int) -> None:
-            mine = devices.ids[i::conc]
-            k = 0
-            # Open loop at a target rate: each of the `conc` senders posts every `every` seconds.
-            every = conc * devices.batch / rate if rate else 0.0
-            next_t = time.monotonic() + (i * every / conc if every else 0.0)
+    async def worker(i: int) -> None:
+        conn = Connection(host, int(port))
+        mine = devices.ids[i::conc]
+        k = 0
+        # Open loop at a target rate: each of the `conc` senders posts every `every` seconds.
+        every = conc * devices.batch / rate if rate else 0.0
+        next_t = time.monotonic() + (i * every / conc if every else 0.0)
+        try:
             while time.monotonic() < deadline:
                 if every:
                     await asyncio.sleep(max(0.0, next_t - time.monotonic()))
                     next_t += every
                 d = mine[k % len(mine)]
                 k += 1
-                headers = {"Authorization": f"Bearer {tokens[d]}", "Content-Type": "application/json"}
-                async with session.post(f"{url}/v1/telemetry", data=devices.body(d), headers=headers) as r:
-                    await r.read()
-                    if r.status == 202:
-                        stats["accepted"] += devices.batch
-                    else:
-                        stats["errors"] += 1
+                if await conn.post(b"/v1/telemetry", devices.body(d), auth[d]) == 202:
+                    stats["accepted"] += devices.batch
+                else:
+                    stats["errors"] += 1
+        finally:
+            conn.close()
 
-        await asyncio.gather(*(worker(i) for i in range(conc)))
+    await asyncio.gather(*(worker(i) for i in range(conc)))
 
 
 async def metric(url: str, name: str) -> int:
