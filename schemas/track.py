@@ -27,9 +27,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAN = float("nan")
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _micros(ts: datetime) -> int:
-    d = ts - _EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    return (ts - _EPOCH) // _MICROSECOND  # exact integer arithmetic, in C
 
 
 def pack_pings(pings: Sequence[GpsPing]) -> bytes:
