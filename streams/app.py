@@ -115,6 +115,10 @@ def table(name: str, **kwargs: Any) -> faust.Table:
     return app.Table(name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs)
 
 
+#: Agents that raised, with the exception: ``/ready`` answers 503 while the worker goes down.
+CRASHED: dict[str, str] = {}
+
+
 async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
     """Crash the whole worker when an agent raised, so that it exits and is restarted.
 
@@ -127,10 +131,6 @@ async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
     log.critical("agent %s crashed (%r): stopping the worker; it resumes at its committed offsets", agent.name, exc)
     CRASHED[agent.name] = repr(exc)
     await app.crash(exc)
-
-
-#: Agents that raised, with the exception: ``/ready`` answers 503 while the worker goes down.
-CRASHED: dict[str, str] = {}
 
 
 def load_agents(names: list[str] | None = None) -> list[str]:
