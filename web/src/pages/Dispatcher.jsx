@@ -41,6 +41,9 @@ export default function Dispatcher({ session, center }) {
 
   useEffect(() => {
     if (!map) return undefined;
+    // A new map (the page's ?center= changed) starts without markers: ones kept from the old map
+    // were moved there, never shown, and blocked new ones for the same drivers.
+    drivers.current = new Map();
     layers.current = {
       drivers: L.layerGroup().addTo(map),
       zones: L.layerGroup().addTo(map),
@@ -54,7 +57,9 @@ export default function Dispatcher({ session, center }) {
     ])
       .then(([fleet, zones, page]) => {
         for (const d of fleet) place(d.driver_id, { lat: d.lat, lon: d.lon, status: d.status ?? "online" });
-        for (const z of zones) zoneLayer(z).addTo(layers.current.zones);
+        // Behind what is already drawn: drivers placed just above share the overlay's SVG, and a
+        // zone drawn after them covered their markers and took their clicks (a CI failure).
+        for (const z of zones) zoneLayer(z).addTo(layers.current.zones).bringToBack();
         setBookings((prev) => {
           const next = new Map(prev);
           for (const b of page.items) if (!next.has(b.booking_id)) next.set(b.booking_id, b);
