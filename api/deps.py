@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from api.resources import Resources
-from api.security import Principal
+from api.security import Principal, bearer_token
 
 
 async def get_resources(request: Request) -> Resources:
@@ -18,9 +18,7 @@ async def get_resources(request: Request) -> Resources:
 
 
 def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token else None
+    return bearer_token(request.headers.get("authorization", ""))
 
 
 async def current_principal(request: Request, res: Annotated[Resources, Depends(get_resources)]) -> Principal:

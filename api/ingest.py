@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ PINGS_ACCEPTED = Counter("fleetstream_ingest_pings_accepted_total", "Pings accep
 PINGS_REJECTED = Counter("fleetstream_ingest_pings_rejected_total", "Pings rejected by the API", ["reason"])
 _PING = TypeAdapter(IngestPing)
 _FAST = TypeAdapter(list[GpsPing])
+_TS = attrgetter("ts")
 
 
 class IngestError(Exception):
@@ -83,8 +85,10 @@ def validate(items: list[Any], principal: Principal, settings: Settings) -> tupl
     if fast is not None:
         lo = now - timedelta(seconds=settings.max_ping_age_s)
         hi = now + timedelta(seconds=settings.max_future_skew_s)
+        stamps = list(map(_TS, fast))
+        # min/max and map run in C: a Python-level loop over the pings was a twentieth of the API's CPU.
         # Also only UTC offsets on the fast path: what we encode carries UTC (see GpsPing.ts).
-        if all(lo <= p.ts <= hi and not p.ts.utcoffset() for p in fast):
+        if lo <= min(stamps) and max(stamps) <= hi and not any(map(datetime.utcoffset, stamps)):
             return fast, []
     good: list[GpsPing] = []
     bad: list[dict[str, Any]] = []
@@ -103,9 +107,8 @@ async def ingest(items: list[Any], principal: Principal, kafka: KafkaGate, setti
     if bad:
         PINGS_REJECTED.labels("validation").inc(len(bad))
     if good:
-        await publish(
-            kafka, settings, TelemetryBatch(driver_id=principal.driver_id, received_at=datetime.now(UTC), pings=good)
-        )
+        batch = TelemetryBatch(driver_id=principal.driver_id, received_at=datetime.now(UTC), pings=good)
+        await publish(kafka, settings, batch)
         PINGS_ACCEPTED.inc(len(good))
     return IngestResult(len(good), bad)
 

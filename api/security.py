@@ -48,6 +48,12 @@ class Principal:
         return self.role in ("dispatcher", "admin")
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header value, else None."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token else None
+
+
 def _secret_file(settings: Settings, name: str) -> str:
     """A random secret kept under FLEETSTREAM_HOME (git-ignored), shared by local processes."""
     path = Path(settings.home) / "secrets" / name

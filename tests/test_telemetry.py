@@ -208,13 +208,26 @@ async def test_auth_limits_and_validation(pipeline: Pipeline, uid: str) -> None:
     token, other_token = pipeline.device_token(driver), pipeline.device_token(other)
     url = f"{pipeline.url}/v1/telemetry"
     async with httpx.AsyncClient(timeout=20) as c:
-        assert (await c.post(url, json={"pings": track(1)})).status_code == 401
+        r = await c.post(url, json={"pings": track(1)})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert (await c.post(url, json={"pings": track(1)}, headers=pipeline.headers("fsd_x.y"))).status_code == 401
         r = await c.post(url, json={"pings": [{**track(1)[0], "driver_id": other}]}, headers=pipeline.headers(token))
         assert r.status_code == 403 and driver in r.json()["detail"]
         r = await c.post(url, json={"pings": track(pipeline.settings.max_batch_pings + 1)},
                          headers=pipeline.headers(token))  # fmt: skip
         assert r.status_code == 413
+        limit = pipeline.settings.max_batch_pings * 1024
+        padded = b'{"pings": [' + b" " * limit + b"]}"
+        r = await c.post(url, content=padded, headers=pipeline.headers(token))
+        assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+        async def chunks():  # no content-length: the limit holds while the body streams in
+            yield b'{"pings": ['
+            for _ in range(limit // 4096 + 1):
+                yield b" " * 4096
+
+        r = await c.post(url, content=chunks(), headers=pipeline.headers(token))
+        assert r.status_code == 413 and "larger than" in r.json()["detail"]
         mixed = track(3)
         mixed[1]["lon"] = 500.0
         mixed[2]["ts"] = (datetime.now(UTC) + timedelta(hours=3)).isoformat()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import ORJSONResponse
 
 from api.deps import PrincipalDep, ResourcesDep
 from api.ingest import IngestError, extract_pings, ingest, parse_body
+from api.resources import Resources
+from api.security import Principal
+from fleetstream.config import Settings
 
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
 
@@ -19,16 +24,29 @@ async def post_telemetry(request: Request, res: ResourcesDep, principal: Princip
     202: all accepted. 422: some or all rejected, with per-ping reasons; the valid ones
     in the same batch *were* accepted (``accepted`` says how many). 413: too many pings.
     503 + Retry-After: Kafka did not acknowledge, nothing of this request was accepted.
+
+    ``api.fastpath`` answers this route before the router sees it, with :func:`reply`
+    too; this definition documents it and serves where that middleware is not installed.
     """
-    limit = res.settings.max_batch_pings * 1024
+    limit = body_limit(res.settings)
     if int(request.headers.get("content-length") or 0) > limit:
         return ORJSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)
+    code, body, headers = await reply(await request.body(), principal, res)
+    return ORJSONResponse(body, status_code=code, headers=headers)
+
+
+def body_limit(settings: Settings) -> int:
+    return settings.max_batch_pings * 1024
+
+
+async def reply(raw: bytes, principal: Principal, res: Resources) -> tuple[int, Any, dict[str, str] | None]:
+    """Status, JSON body and extra headers for one posted batch (HTTP route and fast path alike)."""
     try:
-        pings = extract_pings(parse_body(await request.body()), res.settings)
+        pings = extract_pings(parse_body(raw), res.settings)
         result = await ingest(pings, principal, res.kafka, res.settings)
     except IngestError as exc:
-        return ORJSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
-    return ORJSONResponse(result.body(), status_code=422 if result.rejected else 202)
+        return exc.status, {"detail": exc.detail}, exc.headers
+    return (422 if result.rejected else 202), result.body(), None
 
 
 @router.websocket("/stream")
