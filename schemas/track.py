@@ -17,7 +17,11 @@ import math
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from operator import attrgetter
 from typing import Any
+
+import orjson
 
 from schemas.telemetry import GpsPing
 
@@ -71,8 +75,17 @@ def unpack_pings(data: bytes) -> list[dict[str, Any]]:
     ]
 
 
+_SEQ = attrgetter("seq")
+
+
 def track_bucket(driver_id: str, pings: Sequence[GpsPing]) -> dict[str, Any]:
-    """The stored document for one cleaned batch (``pings`` in seq order); ``_id`` makes a replay a no-op."""
+    """The stored document for one cleaned batch, pings in seq order; ``_id`` makes a replay a no-op.
+
+    Clean forwards a fully accepted device batch as the device sent it, which need not be
+    in seq order (clean itself checks in seq order).
+    """
+    if any(a.seq >= b.seq for a, b in pairwise(pings)):
+        pings = sorted(pings, key=_SEQ)
     return {
         "_id": f"{driver_id}:{pings[0].seq}",
         "driver_id": driver_id,
@@ -90,3 +103,59 @@ def bucket_pings(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if doc.get("fmt") != BUCKET_FORMAT:
         raise ValueError(f"unknown track bucket format {doc.get('fmt')!r} in {doc.get('_id')!r}")
     return unpack_pings(bytes(doc["pings"]))
+
+
+def bucket_from_record(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The bucket document and the last ping (a dict) of a ``telemetry.batch`` record, read without models.
+
+    The history sink stores every ping; decoding each into a model and packing it from there
+    was about 40 % of its CPU (py-spy). Records on ``telemetry.clean`` passed the schema when
+    clean read them, so this reads their JSON with orjson and packs straight from it, taking
+    only the shape our encoder writes (ISO timestamps with an offset, numbers as numbers,
+    one driver, seq strictly increasing). Anything else gives None: the caller then
+    decodes through the schema, which validates it or dead-letters it.
+    ``tests/test_schemas.py`` checks both paths give the same document.
+    """
+    try:
+        batch = orjson.loads(raw)
+        if batch.get("type") != "telemetry.batch":
+            return None
+        driver = batch["driver_id"]
+        pings = batch["pings"]
+        pack = _PING.pack
+        parse = datetime.fromisoformat
+        parts: list[bytes] = []
+        prev_seq = -1
+        for p in pings:
+            seq = p["seq"]
+            ts = parse(p["ts"])
+            if p["driver_id"] != driver or type(seq) is not int or seq <= prev_seq or ts.tzinfo is None:
+                return None
+            acc, spd, hdg = p.get("accuracy_m"), p.get("speed_mps"), p.get("heading_deg")
+            parts.append(pack(seq, (ts - _EPOCH) // _MICROSECOND, p["lat"], p["lon"],
+                              _NAN if acc is None else acc, _NAN if spd is None else spd,
+                              _NAN if hdg is None else hdg))  # fmt: skip
+            prev_seq = seq
+        first, last = pings[0], pings[-1]
+        t0, t1 = parse(first["ts"]).astimezone(UTC), parse(last["ts"]).astimezone(UTC)
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        struct.error,
+    ):  # JSONDecodeError is a ValueError
+        return None
+    doc = {
+        "_id": f"{driver}:{first['seq']}",
+        "driver_id": driver,
+        "first_seq": first["seq"],
+        "last_seq": last["seq"],
+        "t0": t0,
+        "t1": t1,
+        "n": len(pings),
+        "fmt": BUCKET_FORMAT,
+        "pings": b"".join(parts),
+    }
+    return doc, {**last, "ts": t1}

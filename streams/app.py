@@ -100,9 +100,7 @@ def topic(name: str, **kwargs: Any) -> faust.TopicT:
         app,
         topics=[get_settings().topic(name)],
         partitions=partitions_for(spec, get_settings()),
-        value_serializer=codec.CODEC_NAME,
-        key_serializer="raw",
-        **kwargs,
+        **{"value_serializer": codec.CODEC_NAME, "key_serializer": "raw", **kwargs},
     )
 
 

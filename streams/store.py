@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from fleetstream.config import get_settings
-from schemas import BookingEvent, GeofenceEvent, TelemetryBatch
+from schemas import BookingEvent, GeofenceEvent, TelemetryBatch, decode
+from schemas.track import bucket_from_record
 from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, ensure_indexes, track_bucket
 from sinks.track_index import TrackIndexSink
 from streams import resources
@@ -19,7 +20,9 @@ from streams.app import app, topic
 from streams.metrics import RECORDS, STORED
 from streams.throttle import Throttle
 
-clean_topic = topic("telemetry.clean")
+#: Raw bytes: the history sink packs pings straight from the JSON (``schemas.track.bucket_from_record``).
+#: ``value_type`` keeps Faust from handing this channel an event another agent decoded with the codec.
+clean_topic = topic("telemetry.clean", value_serializer="raw", value_type=bytes)
 geofence_topic = topic("geofence.events")
 booking_events_topic = topic("bookings.events")
 
@@ -28,6 +31,30 @@ def latest_state(batch: TelemetryBatch) -> dict[str, Any]:
     p = batch.pings[-1]
     return {"_id": p.driver_id, "seq": p.seq, "ts": p.ts, "lat": p.lat, "lon": p.lon,
             "speed_mps": p.speed_mps, "heading_deg": p.heading_deg}  # fmt: skip
+
+
+def _latest(last: dict[str, Any]) -> dict[str, Any]:
+    return {"_id": last["driver_id"], "seq": last["seq"], "ts": last["ts"], "lat": last["lat"], "lon": last["lon"],
+            "speed_mps": last.get("speed_mps"), "heading_deg": last.get("heading_deg")}  # fmt: skip
+
+
+async def buckets_of(records: list[Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(bucket, latest state) per record: the fast reader, else through the schema, else a dead letter."""
+    out = []
+    for event in records:
+        raw = event.value
+        fast = bucket_from_record(raw) if isinstance(raw, bytes) else None
+        if fast is not None:
+            out.append((fast[0], _latest(fast[1])))
+            continue
+        try:
+            batch = decode(raw)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            await clean_topic.on_value_decode_error(exc, event.message)
+            continue
+        if isinstance(batch, TelemetryBatch):
+            out.append((track_bucket(batch.driver_id, batch.pings), latest_state(batch)))
+    return out
 
 
 @app.agent(clean_topic)
@@ -42,16 +69,16 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
     tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
     directory = TrackIndexSink(resources.redis())
     throttle = Throttle(get_settings().driver_persist_interval_s)
-    async for records in stream.take(500, within=0.2):
+    async for records in stream.take_events(500, within=0.2):
         RECORDS.labels("store_pings").inc(len(records))
-        batches = [b for b in records if isinstance(b, TelemetryBatch)]
-        buckets = [track_bucket(b.driver_id, b.pings) for b in batches]
+        read = await buckets_of(records)
+        buckets = [bucket for bucket, _ in read]
         await tracks.write(buckets)
         await directory.write(buckets)  # after the documents exist: a listed bucket is always readable
         now = time.monotonic()
-        newest = {b.driver_id: b for b in batches}
-        await drivers.write([latest_state(b) for d, b in newest.items() if throttle.allow(d, now)])
-        STORED.inc(sum(len(b.pings) for b in batches))
+        newest = {state["_id"]: state for _, state in read}
+        await drivers.write([state for d, state in newest.items() if throttle.allow(d, now)])
+        STORED.inc(sum(bucket["n"] for bucket in buckets))
 
 
 @app.agent(geofence_topic)

@@ -23,7 +23,7 @@ from schemas import (
     decode,
     encode,
 )
-from schemas.track import bucket_pings, track_bucket
+from schemas.track import bucket_from_record, bucket_pings, track_bucket
 
 ident = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
 instant = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
@@ -92,6 +92,41 @@ def test_track_bucket_keeps_every_ping(batch: TelemetryBatch) -> None:
             if w is not None:  # stored as float32
                 assert math.isclose(got[f], w, rel_tol=1e-6, abs_tol=1e-30)
     assert doc["_id"] == f"{batch.driver_id}:{pings[0].seq}" and doc["n"] == len(pings)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches())
+def test_bucket_read_from_the_record_equals_the_one_from_the_model(batch: TelemetryBatch) -> None:
+    """The history sink's fast reader (orjson, no models) stores exactly what the schema path stores."""
+    by_seq = {p.seq: p for p in batch.pings}
+    ordered = batch.model_copy(update={"pings": [by_seq[s] for s in sorted(by_seq)]})
+    fast = bucket_from_record(encode(ordered))
+    assert fast is not None
+    doc, last = fast
+    assert doc == track_bucket(ordered.driver_id, ordered.pings)
+    want = ordered.pings[-1]
+    assert (last["seq"], last["ts"], last["lat"], last["speed_mps"]) == (want.seq, want.ts, want.lat, want.speed_mps)
+    if len(by_seq) > 1:  # out of seq order: left to the schema path, whose bucket is in seq order
+        backwards = ordered.model_copy(update={"pings": ordered.pings[::-1]})
+        assert bucket_from_record(encode(backwards)) is None
+        assert track_bucket(backwards.driver_id, backwards.pings) == doc
+
+
+def test_bucket_reader_declines_what_is_not_a_clean_batch() -> None:
+    ping = {"driver_id": "d1", "seq": 1, "ts": "2026-01-01T00:00:00Z", "lat": 1.0, "lon": 2.0}
+    good = {"type": "telemetry.batch", "driver_id": "d1", "pings": [ping]}
+    assert bucket_from_record(json.dumps(good).encode()) is not None
+    for bad in (
+        b"{not json",
+        json.dumps({**good, "type": "driver.status"}).encode(),
+        json.dumps({**good, "pings": []}).encode(),
+        json.dumps({**good, "pings": [{**ping, "driver_id": "d2"}]}).encode(),
+        json.dumps({**good, "pings": [{**ping, "ts": "2026-01-01T00:00:00"}]}).encode(),  # no offset
+        json.dumps({**good, "pings": [{**ping, "ts": 1767225600}]}).encode(),
+        json.dumps({**good, "pings": [{**ping, "lat": "1.0"}]}).encode(),
+        json.dumps({**good, "pings": [{**ping, "seq": 1.5}]}).encode(),
+    ):
+        assert bucket_from_record(bad) is None, bad
 
 
 def test_track_bucket_of_unknown_format_is_an_error() -> None:

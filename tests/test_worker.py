@@ -60,6 +60,51 @@ async def test_worker_consumes_updates_table_and_produces(stack: Settings, tmp_p
     assert undecodable.source_topic == stack.topic("telemetry.raw") and '"driver_id": 42' in undecodable.payload
 
 
+async def test_store_reads_fast_or_through_the_schema(stack: Settings, tmp_path, producer, uid: str) -> None:  # type: ignore[no-untyped-def]
+    """The history sink takes our encoder's records by its fast reader, anything else through the schema.
+
+    An undecodable record is dead-lettered; a valid batch out of seq order (clean forwards a
+    fully accepted device batch as sent) is stored in seq order all the same.
+    """
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from tests.test_telemetry import stored_seqs
+
+    driver = f"st-{uid}"
+    p = Pipeline(stack, tmp_path, f"test-{uuid.uuid4().hex[:8]}")
+    p.env["FLEETSTREAM_AGENTS"] = "store"
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    backwards = batch(driver, 3, t0 + timedelta(seconds=5))
+    backwards = backwards.model_copy(update={"pings": backwards.pings[::-1]})
+    mongo = AsyncIOMotorClient(stack.mongo_dsn, tz_aware=True)
+    try:
+        p.start_worker()
+        async with TopicTail(stack, "telemetry.dlq") as dlq:
+            key, clean = driver.encode(), stack.topic("telemetry.clean")
+            await producer.send_and_wait(clean, b'{"type": "telemetry.batch", "driver_id": 42', key=key)
+            await producer.send_and_wait(clean, encode(batch(driver, 0, t0)), key=key)
+            await producer.send_and_wait(clean, encode(backwards), key=key)
+            dead = await dlq.collect(lambda v: isinstance(v, DeadLetter) and v.key == driver, count=1, timeout=30)
+            db = mongo[stack.mongo_db]
+            ok = await wait_async(lambda: stored_seqs(db, driver), lambda seqs: len(seqs) >= 6, 30)
+            stored = await stored_seqs(db, driver)
+    finally:
+        p.stop()
+        mongo.close()
+    assert ok, p.worker.output()[-3000:]
+    assert stored == [0, 1, 2, 3, 4, 5]
+    assert [(d.reason, d.source_topic) for d in dead] == [("undecodable", stack.topic("telemetry.clean"))]
+
+
+async def wait_async(get, done, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if done(await get()):
+            return True
+        await asyncio.sleep(0.3)
+    return False
+
+
 async def test_an_agent_error_stops_the_worker_and_its_restart_processes_the_batch(  # type: ignore[no-untyped-def]
     stack: Settings, tmp_path, producer, uid: str
 ) -> None:
