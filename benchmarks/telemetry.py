@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -196,13 +197,25 @@ async def stored_pings(db) -> int:  # type: ignore[no-untyped-def]
     return int(rows[0]["n"]) if rows else 0
 
 
+_CHILDREN: dict[int, psutil.Process] = {}
+
+
 def proc_usage(procs: dict[str, psutil.Process]) -> dict[str, tuple[float, float]]:
+    """CPU % (since the last call) and RSS of each process with its children.
+
+    Children are kept between calls: ``cpu_percent(None)`` of a fresh ``Process`` object is
+    always 0, which had counted RabbitMQ (its Erlang VM is a child of the launcher) as idle.
+    """
     out = {}
     for name, p in procs.items():
         try:
+            # Not the load generator's: its children are the workers and the API, counted on their own.
+            kids = [] if p.pid == os.getpid() else [_CHILDREN.setdefault(c.pid, c) for c in p.children(recursive=True)]
             with p.oneshot():
-                cpu = p.cpu_percent(None) + sum(c.cpu_percent(None) for c in p.children(recursive=True))
-                rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                cpu, rss = p.cpu_percent(None), p.memory_info().rss
+            for c in kids:
+                with contextlib.suppress(psutil.Error):
+                    cpu, rss = cpu + c.cpu_percent(None), rss + c.memory_info().rss
             out[name] = (cpu, rss / 2**20)
         except psutil.Error:
             pass
@@ -233,10 +246,14 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     await commit_end_offsets(app_id, topics)
     await commit_end_offsets(f"{app_id}-store", topics)
     # As `fleetstream demo` runs it: live path and MongoDB history in two consumer groups.
-    worker = spawn(
-        [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning",
-         "--agents", "clean,driver_state,geofence,publish,eta"], env, tmp / "worker.log"
-    )  # fmt: skip
+    # --workers N: the live agents as N processes of one consumer group (each its own web port).
+    worker_ports = [6071 + 4 * i for i in range(args.workers)]
+    live_workers = [
+        spawn([sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning",
+               "--agents", "clean,driver_state,geofence,publish,eta", "--web-port", str(port)],
+              env, tmp / f"worker{i or ''}.log")
+        for i, port in enumerate(worker_ports)
+    ]  # fmt: skip
     store = spawn(
         [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning", "--agents", "store",
          "--app-id", f"{app_id}-store", "--web-port", "6073"], env, tmp / "store.log"
@@ -245,7 +262,8 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     apis = [spawn([sys.executable, "-m", "fleetstream.cli", "api", "--port", str(api_port)], env, tmp / "api.log")]
     url = f"http://127.0.0.1:{api_port}"
     try:
-        wait_http("http://127.0.0.1:6071/ready")
+        for port in worker_ports:
+            wait_http(f"http://127.0.0.1:{port}/ready")
         wait_http("http://127.0.0.1:6073/ready")
         wait_http(f"{url}/readyz")
         from api.security import admin_token
@@ -259,7 +277,8 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         mongo = AsyncIOMotorClient(S.mongo_dsn)
         admin_client = AIOKafkaAdminClient(bootstrap_servers=S.kafka_servers)
         await admin_client.start()
-        procs = {"worker": psutil.Process(worker.pid), "store": psutil.Process(store.pid),
+        procs = {**{f"worker{i or ''}": psutil.Process(w.pid) for i, w in enumerate(live_workers)},
+                 "store": psutil.Process(store.pid),
                  "api": psutil.Process(apis[0].pid),
                  "loadgen": psutil.Process(os.getpid()), **stack_processes()}  # fmt: skip
         proc_usage(procs)
@@ -300,6 +319,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         return {
             "app_id": app_id,
             "drivers": args.drivers,
+            "workers": args.workers,
             "target_rate": args.rate,
             "batch": args.batch,
             "duration_s": args.duration,
@@ -316,9 +336,9 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             "samples": samples,
         }
     finally:
-        for p in [worker, store, *apis]:
+        for p in [*live_workers, store, *apis]:
             p.terminate()
-        for p in [worker, store, *apis]:
+        for p in [*live_workers, store, *apis]:
             p.wait(30)
         await drop_app_topics(app_id, f"{app_id}-store")
 
@@ -405,6 +425,7 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=50, help="pings per HTTP request")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rate", type=float, default=None, help="target pings/s (default: as fast as possible)")
+    ap.add_argument("--workers", type=int, default=1, help="live-agent worker processes (one consumer group)")
     ap.add_argument("--sample", type=float, default=5.0)
     ap.add_argument("--skip-replay", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "telemetry.json")

@@ -77,9 +77,12 @@ class Settings(BaseSettings):
     #: the floor of a ping's wait in the worker; ``telemetry_busy_linger_ms`` when that record was
     #: already older than ``telemetry_behind_ms`` (the worker is behind: fewer, larger batches).
     telemetry_linger_ms: float = 2.0
-    telemetry_busy_linger_ms: float = 20.0
+    telemetry_busy_linger_ms: float = 50.0
     telemetry_behind_ms: float = 50.0
     telemetry_max_batch: int = 1000
+    #: Faust standby replicas per table partition: another worker of the group keeps a warm copy
+    #: (fast fail-over), at the price of reading every changelog twice.
+    table_standby_replicas: int = 1
     #: Workers commit consumer offsets this often, or after this many records (``streams.app``);
     #: longer means fewer commits in the fetch path and more to replay after a crash.
     commit_interval_s: float = 1.0
