@@ -25,6 +25,7 @@ from api.resources import KafkaGate
 from api.security import Principal
 from fleetstream.config import Settings
 from schemas import GpsPing, IngestPing, TelemetryBatch, encode
+from schemas.codec import encode_with_pings
 
 PINGS_ACCEPTED = Counter("fleetstream_ingest_pings_accepted_total", "Pings accepted by the API")
 PINGS_REJECTED = Counter("fleetstream_ingest_pings_rejected_total", "Pings rejected by the API", ["reason"])
@@ -68,8 +69,15 @@ def extract_pings(body: Any, settings: Settings) -> list[Any]:
     return pings
 
 
-def validate(items: list[Any], principal: Principal, settings: Settings) -> tuple[list[GpsPing], list[dict[str, Any]]]:
-    """Valid pings, and for each invalid one its index and reasons. Raises 403 for another driver's ping."""
+def validate(
+    items: list[Any], principal: Principal, settings: Settings
+) -> tuple[list[GpsPing], list[dict[str, Any]], bool]:
+    """Valid pings; for each invalid one its index and reasons; whether the pings are ``items`` as sent.
+
+    The last is true on the fast path only (every item valid as it is, UTC, within the
+    clock window): the record may then carry the items' own JSON. Raises 403 for another
+    driver's ping.
+    """
     driver = principal.driver_id
     for item in items:
         if isinstance(item, dict):
@@ -89,7 +97,7 @@ def validate(items: list[Any], principal: Principal, settings: Settings) -> tupl
         # min/max and map run in C: a Python-level loop over the pings was a twentieth of the API's CPU.
         # Also only UTC offsets on the fast path: what we encode carries UTC (see GpsPing.ts).
         if lo <= min(stamps) and max(stamps) <= hi and not any(map(datetime.utcoffset, stamps)):
-            return fast, []
+            return fast, [], True
     good: list[GpsPing] = []
     bad: list[dict[str, Any]] = []
     for i, item in enumerate(items):
@@ -97,29 +105,30 @@ def validate(items: list[Any], principal: Principal, settings: Settings) -> tupl
             good.append(_PING.validate_python(item, context=ctx))
         except ValidationError as exc:
             bad.append({"index": i, "reasons": _reasons(exc)})
-    return good, bad
+    return good, bad, False
 
 
 async def ingest(items: list[Any], principal: Principal, kafka: KafkaGate, settings: Settings) -> IngestResult:
     if principal.role != "driver" or principal.driver_id is None:
         raise IngestError(403, "only a driver device may post telemetry")
-    good, bad = validate(items, principal, settings)
+    good, bad, as_sent = validate(items, principal, settings)
     if bad:
         PINGS_REJECTED.labels("validation").inc(len(bad))
     if good:
         batch = TelemetryBatch(driver_id=principal.driver_id, received_at=datetime.now(UTC), pings=good)
-        await publish(kafka, settings, batch)
+        await publish(kafka, settings, batch, encode_with_pings(batch, orjson.dumps(items)) if as_sent else None)
         PINGS_ACCEPTED.inc(len(good))
     return IngestResult(len(good), bad)
 
 
-async def publish(kafka: KafkaGate, settings: Settings, batch: TelemetryBatch) -> None:
+async def publish(kafka: KafkaGate, settings: Settings, batch: TelemetryBatch, record: bytes | None = None) -> None:
     """Returns only once the broker acknowledged (acks=all); otherwise 503, never a silent 202."""
     retry = {"Retry-After": "5"}
     if not kafka.ready or kafka.producer is None:
         raise IngestError(503, "telemetry pipeline unavailable (Kafka not connected)", retry)
     try:
-        send = kafka.producer.send(settings.topic("telemetry.raw"), encode(batch), key=batch.driver_id.encode())
+        value = encode(batch) if record is None else record
+        send = kafka.producer.send(settings.topic("telemetry.raw"), value, key=batch.driver_id.encode())
         fut = await asyncio.wait_for(send, settings.ingest_timeout_s)
         await asyncio.wait_for(fut, settings.ingest_timeout_s)
     except (KafkaError, TimeoutError) as exc:

@@ -7,6 +7,7 @@ import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from schemas import (
     decode,
     encode,
 )
+from schemas.codec import encode_with_pings
 from schemas.track import bucket_from_record, bucket_pings, track_bucket
 
 ident = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
@@ -110,6 +112,19 @@ def test_bucket_read_from_the_record_equals_the_one_from_the_model(batch: Teleme
         backwards = ordered.model_copy(update={"pings": ordered.pings[::-1]})
         assert bucket_from_record(encode(backwards)) is None
         assert track_bucket(backwards.driver_id, backwards.pings) == doc
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches(), st.booleans())
+def test_a_batch_encoded_with_the_devices_json_decodes_to_the_same_batch(batch: TelemetryBatch, compact: bool) -> None:
+    """The API writes a fully valid request's pings as the device sent them (``encode_with_pings``)."""
+    sent = [p.model_dump(mode="json") for p in batch.pings]
+    if compact:  # what devices may send instead of our encoder's form: whole numbers, no null fields
+        sent = [{k: (int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 1e15 else v)
+                 for k, v in p.items() if v is not None} for p in sent]  # fmt: skip
+    record = encode_with_pings(batch, orjson.dumps(sent))
+    assert decode(record) == batch
+    assert decode(record).event_id == batch.event_id
 
 
 def test_bucket_reader_declines_what_is_not_a_clean_batch() -> None:
@@ -272,16 +287,19 @@ def test_ingest_validation_fast_and_slow_paths_agree() -> None:
     me, s = Principal(subject="dev", role="driver", driver_id="d1"), get_settings()
     now = datetime.now(UTC)
     fine = [_ping(seq=i, ts=(now - timedelta(seconds=i)).isoformat()) for i in range(3)]
-    good, bad = validate([dict(p) for p in fine], me, s)
-    assert [p.seq for p in good] == [0, 1, 2] and bad == []
+    good, bad, as_sent = validate([dict(p) for p in fine], me, s)
+    assert [p.seq for p in good] == [0, 1, 2] and bad == [] and as_sent
     future = _ping(seq=9, ts=(now + timedelta(seconds=s.max_future_skew_s + 60)).isoformat())
     ancient = _ping(seq=10, ts=(now - timedelta(seconds=s.max_ping_age_s + 60)).isoformat())
     local = _ping(seq=11, ts=now.astimezone(timezone(timedelta(hours=-5))).isoformat())
-    good, bad = validate([dict(p) for p in [*fine, future, ancient, local]], me, s)
-    assert [p.seq for p in good] == [0, 1, 2, 11]
+    good, bad, as_sent = validate([dict(p) for p in [*fine, future, ancient, local]], me, s)
+    assert [p.seq for p in good] == [0, 1, 2, 11] and not as_sent
     assert good[-1].ts.utcoffset() == timedelta(0)  # normalised on the slow path
     assert [b["index"] for b in bad] == [3, 4]
     assert "future" in bad[0]["reasons"][0]["error"] and "old" in bad[1]["reasons"][0]["error"]
+    # All valid, but one not in UTC: normalised on the slow path, so not written as sent.
+    good, bad, as_sent = validate([dict(p) for p in [*fine, local]], me, s)
+    assert len(good) == 4 and bad == [] and not as_sent
 
 
 def test_each_deployment_names_its_own_redis_database() -> None:
