@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from schemas import GpsPing
 from streams.geo import ZoneIndex, haversine_m
+
+_SEQ = attrgetter("seq")
 
 
 @dataclass(frozen=True)
@@ -27,36 +30,43 @@ def clean_pings(
 
     ``state`` is the last accepted ping of the driver (seq, ts, lat, lon) and is returned
     updated; comparing against the last *accepted* fix is what stops one bad jump from
-    poisoning the next good fix.
+    poisoning the next good fix. The last fix is kept in locals, not as a model: this
+    loop runs for every ping the platform takes.
     """
     good: list[GpsPing] = []
     bad: list[tuple[GpsPing, str, str]] = []
-    last: GpsPing | None = None
+    max_acc, max_speed = limits.max_accuracy_m, limits.max_speed_mps
+    have_last = state is not None
     if state is not None:
-        last = GpsPing.model_construct(
-            driver_id="", seq=state["seq"], ts=datetime.fromisoformat(state["ts"]), lat=state["lat"], lon=state["lon"]
+        last_seq, last_ts, last_lat, last_lon = (
+            state["seq"],
+            datetime.fromisoformat(state["ts"]),
+            state["lat"],
+            state["lon"],
         )
-    for p in sorted(pings, key=lambda x: x.seq):
-        if p.accuracy_m is not None and p.accuracy_m > limits.max_accuracy_m:
-            bad.append((p, "low_accuracy", f"accuracy {p.accuracy_m:.0f} m > {limits.max_accuracy_m:.0f} m"))
+    for p in sorted(pings, key=_SEQ):
+        acc = p.accuracy_m
+        if acc is not None and acc > max_acc:
+            bad.append((p, "low_accuracy", f"accuracy {acc:.0f} m > {max_acc:.0f} m"))
             continue
-        if last is not None:
-            if p.seq == last.seq or p.ts == last.ts:
-                bad.append((p, "duplicate", f"seq {p.seq} / ts {p.ts.isoformat()} already accepted"))
+        seq, ts = p.seq, p.ts
+        if have_last:
+            if seq == last_seq or ts == last_ts:
+                bad.append((p, "duplicate", f"seq {seq} / ts {ts.isoformat()} already accepted"))
                 continue
-            if p.seq < last.seq or p.ts < last.ts:
-                bad.append((p, "out_of_order", f"older than last accepted seq {last.seq}"))
+            if seq < last_seq or ts < last_ts:
+                bad.append((p, "out_of_order", f"older than last accepted seq {last_seq}"))
                 continue
-            dt = (p.ts - last.ts).total_seconds()
-            dist = haversine_m(last.lat, last.lon, p.lat, p.lon)
-            if dist / dt > limits.max_speed_mps:
+            dt = (ts - last_ts).total_seconds()
+            dist = haversine_m(last_lat, last_lon, p.lat, p.lon)
+            if dist / dt > max_speed:
                 bad.append((p, "impossible_jump", f"{dist:.0f} m in {dt:.1f} s = {dist / dt:.0f} m/s"))
                 continue
         good.append(p)
-        last = p
-    if last is None:
+        have_last, last_seq, last_ts, last_lat, last_lon = True, seq, ts, p.lat, p.lon
+    if not have_last:
         return good, bad, None
-    return good, bad, {"seq": last.seq, "ts": last.ts.isoformat(), "lat": last.lat, "lon": last.lon}
+    return good, bad, {"seq": last_seq, "ts": last_ts.isoformat(), "lat": last_lat, "lon": last_lon}
 
 
 @dataclass(frozen=True)
