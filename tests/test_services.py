@@ -180,9 +180,14 @@ async def test_driver_state_sink_large_batches_newest_wins(stack: Settings, uid:
         await asyncio.wait_for(sink.write(docs), 60)
         await asyncio.wait_for(sink.write([{"_id": f"d{i}", "seq": 2, "lat": 2.0} for i in range(250)]), 60)  # older
         await asyncio.wait_for(sink.write([{"_id": "d7", "seq": 9, "lat": 9.0}]), 60)
+        # A restarted sink knows no versions yet: it reads them before writing (a replay moves nothing back).
+        restarted = DriverStateSink(db)
+        await asyncio.wait_for(restarted.write([{"_id": f"d{i}", "seq": 2, "lat": 2.0} for i in range(5, 10)]), 60)
+        await asyncio.wait_for(restarted.write([{"_id": "d1", "seq": 4, "lat": 4.0}]), 60)
         stored = {d["_id"]: d["seq"] async for d in db.drivers.find({})}
         assert len(stored) == 250
-        assert {s for k, s in stored.items() if k != "d7"} == {3} and stored["d7"] == 9
+        assert {s for k, s in stored.items() if k not in ("d1", "d7")} == {3}
+        assert stored["d7"] == 9 and stored["d1"] == 4
     finally:
         await client.drop_database(f"test_{uid}")
         client.close()
