@@ -39,7 +39,7 @@ async def main() -> None:
     state: dict[str, dict[str, object] | None] = {}
     progress = Path(os.environ.get("RAW_PROGRESS_FILE", "/dev/null"))
     stored = 0
-    throttle = Throttle(s.driver_persist_interval_s, jitter=0.5)  # as the store agent does
+    throttle = Throttle(s.driver_persist_interval_s)  # as the store agent does
     try:
         while True:
             records = await consumer.getmany(timeout_ms=200, max_records=2000)

@@ -68,7 +68,7 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
     await ensure_indexes(db)
     tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
     directory = TrackIndexSink(resources.redis())
-    throttle = Throttle(get_settings().driver_persist_interval_s, jitter=0.5)
+    throttle = Throttle(get_settings().driver_persist_interval_s)
     async for records in stream.take_events(500, within=0.2):
         RECORDS.labels("store_pings").inc(len(records))
         read = await buckets_of(records)

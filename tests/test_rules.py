@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from schemas import GpsPing
 from streams.geo import Zone, ZoneIndex, haversine_m
 from streams.rules import CleanLimits, clean_pings, fence_changes
-from streams.throttle import Throttle
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 LIMITS = CleanLimits(max_accuracy_m=50, max_speed_mps=70)
@@ -159,22 +158,3 @@ def test_record_ages_split_kafka_from_the_worker() -> None:
     assert received is not None and 0.29 < received < 0.35
     assert received_age(SimpleNamespace(message=SimpleNamespace(timestamp=now_wall, time_in=None))) is None  # type: ignore[arg-type]
     assert record_age(SimpleNamespace(message=SimpleNamespace(timestamp=None, time_in=None))) == 0.0  # type: ignore[arg-type]
-
-
-def test_throttle_passes_once_per_interval_per_key() -> None:
-    t = Throttle(1.0)
-    assert t.allow("a", 10.0) and t.allow("b", 10.0)
-    assert not t.allow("a", 10.5) and not t.allow("a", 10.999)
-    assert t.allow("a", 11.0) and not t.allow("a", 11.5)
-
-
-def test_throttle_jitter_spreads_keys_that_started_together() -> None:
-    """1,000 keys passing at t=0: with jitter their next passes spread over 30 s ± 50 %, not all at 30 s."""
-    plain, spread = Throttle(30.0), Throttle(30.0, jitter=0.5)
-    keys = [f"d{i}" for i in range(1000)]
-    assert all(plain.allow(k, 0.0) for k in keys) and all(spread.allow(k, 0.0) for k in keys)
-    assert not any(plain.allow(k, 29.9) for k in keys) and all(plain.allow(k, 30.0) for k in keys)
-    due = [next(t for t in range(15, 46) if spread.allow(k, float(t))) for k in keys]
-    assert min(due) >= 15 and max(due) <= 45
-    assert max(due.count(t) for t in set(due)) < 100  # no second holds more than a tenth of them
-    assert 27 <= sum(due) / len(due) <= 33  # the mean interval stays 30 s
