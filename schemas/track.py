@@ -86,17 +86,14 @@ def track_bucket(driver_id: str, pings: Sequence[GpsPing]) -> dict[str, Any]:
     """
     if any(a.seq >= b.seq for a, b in pairwise(pings)):
         pings = sorted(pings, key=_SEQ)
-    return {
-        "_id": f"{driver_id}:{pings[0].seq}",
-        "driver_id": driver_id,
-        "first_seq": pings[0].seq,
-        "last_seq": pings[-1].seq,
-        "t0": pings[0].ts,
-        "t1": pings[-1].ts,
-        "n": len(pings),
-        "fmt": BUCKET_FORMAT,
-        "pings": pack_pings(pings),
-    }
+    first, last = pings[0], pings[-1]
+    return _bucket(driver_id, first.seq, last.seq, first.ts, last.ts, len(pings), pack_pings(pings))
+
+
+def _bucket(driver_id: str, first_seq: int, last_seq: int, t0: datetime, t1: datetime, n: int, packed: bytes
+            ) -> dict[str, Any]:  # fmt: skip
+    return {"_id": f"{driver_id}:{first_seq}", "driver_id": driver_id, "first_seq": first_seq, "last_seq": last_seq,
+            "t0": t0, "t1": t1, "n": n, "fmt": BUCKET_FORMAT, "pings": packed}  # fmt: skip
 
 
 def bucket_pings(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -125,7 +122,7 @@ def bucket_from_record(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]] | No
         pack = _PING.pack
         parse = datetime.fromisoformat
         parts: list[bytes] = []
-        prev_seq = -1
+        prev_seq, t0 = -1, None
         for p in pings:
             seq = p["seq"]
             ts = parse(p["ts"])
@@ -135,27 +132,12 @@ def bucket_from_record(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]] | No
             parts.append(pack(seq, (ts - _EPOCH) // _MICROSECOND, p["lat"], p["lon"],
                               _NAN if acc is None else acc, _NAN if spd is None else spd,
                               _NAN if hdg is None else hdg))  # fmt: skip
-            prev_seq = seq
-        first, last = pings[0], pings[-1]
-        t0, t1 = parse(first["ts"]).astimezone(UTC), parse(last["ts"]).astimezone(UTC)
-    except (
-        ValueError,
-        KeyError,
-        TypeError,
-        IndexError,
-        AttributeError,
-        struct.error,
-    ):  # JSONDecodeError is a ValueError
+            prev_seq, t0 = seq, t0 or ts
+        if t0 is None:
+            return None  # no pings
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error):  # JSON errors are ValueErrors
         return None
-    doc = {
-        "_id": f"{driver}:{first['seq']}",
-        "driver_id": driver,
-        "first_seq": first["seq"],
-        "last_seq": last["seq"],
-        "t0": t0,
-        "t1": t1,
-        "n": len(pings),
-        "fmt": BUCKET_FORMAT,
-        "pings": b"".join(parts),
-    }
+    first, last = pings[0], pings[-1]
+    t1 = ts.astimezone(UTC)
+    doc = _bucket(driver, first["seq"], last["seq"], t0.astimezone(UTC), t1, len(pings), b"".join(parts))
     return doc, {**last, "ts": t1}

@@ -28,12 +28,11 @@ booking_events_topic = topic("bookings.events")
 
 
 def latest_state(batch: TelemetryBatch) -> dict[str, Any]:
-    p = batch.pings[-1]
-    return {"_id": p.driver_id, "seq": p.seq, "ts": p.ts, "lat": p.lat, "lon": p.lon,
-            "speed_mps": p.speed_mps, "heading_deg": p.heading_deg}  # fmt: skip
+    return driver_doc(batch.pings[-1].model_dump())
 
 
-def _latest(last: dict[str, Any]) -> dict[str, Any]:
+def driver_doc(last: dict[str, Any]) -> dict[str, Any]:
+    """The ``drivers`` document of a driver's last ping (a dict of GpsPing's fields)."""
     return {"_id": last["driver_id"], "seq": last["seq"], "ts": last["ts"], "lat": last["lat"], "lon": last["lon"],
             "speed_mps": last.get("speed_mps"), "heading_deg": last.get("heading_deg")}  # fmt: skip
 
@@ -45,7 +44,7 @@ async def buckets_of(records: list[Any]) -> list[tuple[dict[str, Any], dict[str,
         raw = event.value
         fast = bucket_from_record(raw) if isinstance(raw, bytes) else None
         if fast is not None:
-            out.append((fast[0], _latest(fast[1])))
+            out.append((fast[0], driver_doc(fast[1])))
             continue
         try:
             batch = decode(raw)
