@@ -20,7 +20,7 @@ from fleetstream.kafka import make_consumer
 from schemas import TelemetryBatch, decode
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
 from streams.driver_state import UPDATE_POSITION, _fmt
-from streams.keys import GEO_KEY, SEEN_KEY
+from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
 from streams.rules import CleanLimits, clean_pings
 from streams.store import latest_state
 from streams.throttle import Throttle
@@ -60,7 +60,7 @@ async def main() -> None:
             pipe = r.pipeline(transaction=False)
             for b in batches:
                 p = b.pings[-1]
-                await update(keys=[f"driver:{b.driver_id}", GEO_KEY, SEEN_KEY],
+                await update(keys=[driver_key(b.driver_id), GEO_KEY, SEEN_KEY, reserve_key(b.driver_id)],
                              args=[b.driver_id, _fmt(p.lat), _fmt(p.lon), _fmt(p.speed_mps), _fmt(p.heading_deg),
                                    p.ts.isoformat(), p.seq, now], client=pipe)  # fmt: skip
             await pipe.execute()

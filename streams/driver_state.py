@@ -1,14 +1,19 @@
 """Driver state: last position, speed, heading, status and last-seen, per driver.
 
-Authoritative copy in a Faust table (recovered from its changelog after a restart),
-mirrored to Redis so the API and matching read it without Kafka:
+The authoritative copy of a driver's last fix is the clean step's table (``streams.clean``:
+the last accepted ping with its speed and heading, recovered from its changelog after a
+restart); one table rather than a second one here, because each table write is a changelog
+record per device batch on the hot path. This step mirrors it to Redis, where the API and
+matching read it without Kafka, and adds the status:
 
 - ``driver:{id}``           hash (lat, lon, speed_mps, heading_deg, ts, seq, status, seen)
 - ``drivers:geo:available`` geo set of online drivers that are not busy
 - ``drivers:last_seen``     sorted set, score = wall-clock time of the last processed ping
 
 A step of the telemetry agent (``streams.pipeline``). Redis writes of a whole batch go
-through one pipeline of a Lua script that keeps a busy driver out of the geo index.
+through one pipeline of a Lua script that keeps a busy driver out of the geo index and
+ignores a fix not newer (by seq) than the one Redis holds, so a batch replayed after a
+crash changes nothing twice, in this process or one where clean runs elsewhere.
 The offline timer runs on every worker; each stale driver is claimed atomically by one
 of them (a Lua ``ZREM``), which then emits the ``driver.status`` offline event.
 """
@@ -24,25 +29,20 @@ from fleetstream.clients import Lua, execute
 from fleetstream.config import get_settings
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
 from streams import pipeline, resources
-from streams.app import app, table, topic
+from streams.app import app, topic
 from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
 from streams.metrics import DRIVERS_ONLINE, PINGS
 
 status_topic = topic("drivers.status")
 
-
-state_table = table(
-    "driver-state",
-    # Written from batches (stream.take), where there is no "current event" to take the
-    # partition from; the key's partition is the same one the source record came from.
-    use_partitioner=True,
-)
-
 # KEYS: driver hash, geo set, last-seen zset, reservation.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
-# Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it).
+# Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it),
+# -1 when Redis already holds this seq or a newer one (a replay: nothing changes).
 # Busy follows the reservation key: a driver whose reservation expired without a release is free again.
 UPDATE_POSITION = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'seq')
+if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[7]) then return -1 end
+local status = cur[1]
 local came_online = 0
 if (not status) or status == 'offline' then
   if redis.call('EXISTS', KEYS[4]) == 1 then status = 'busy' else status = 'online' end
@@ -85,46 +85,33 @@ async def make_step() -> pipeline.Step:
 
     async def track_drivers(items: list[pipeline.Item]) -> None:
         now = repr(time.time())
-        calls: list[tuple[list[str], list[object]]] = []
-        touched: list[tuple[TelemetryBatch, dict[str, object]]] = []
+        newest: dict[str, TelemetryBatch] = {}
         for item in items:
             batch = item.batch
             PINGS.labels("driver_state").inc(len(batch.pings))
-            key = batch.driver_id.encode()
-            prev = state_table.get(key)
-            last = batch.pings[-1]
-            if prev is not None and last.seq <= int(prev["seq"]):
-                continue  # a replay of something already applied
-            state = {
-                "lat": last.lat, "lon": last.lon, "speed_mps": last.speed_mps, "heading_deg": last.heading_deg,
-                "ts": last.ts.isoformat(), "seq": last.seq,
-            }  # fmt: skip
-            calls.append(([driver_key(batch.driver_id), GEO_KEY, SEEN_KEY, reserve_key(batch.driver_id)],
-                          [batch.driver_id, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps),
-                           _fmt(last.heading_deg), last.ts.isoformat(), last.seq, now]))  # fmt: skip
-            touched.append((batch, state))
-        if not touched:
-            return
+            newest[batch.driver_id] = batch  # clean's output of one driver comes in seq order
 
         def build(pipe: Pipeline) -> None:
-            for keys, args in calls:
-                update.queue(pipe, keys, args)
+            for driver, batch in newest.items():
+                last = batch.pings[-1]
+                update.queue(pipe, [driver_key(driver), GEO_KEY, SEEN_KEY, reserve_key(driver)],
+                             [driver, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps), _fmt(last.heading_deg),
+                              last.ts.isoformat(), last.seq, now])  # fmt: skip
 
         results = await execute(r, build, [update])
-        for batch, state in touched:  # only after Redis has it: a crash before this replays into Redis
-            state_table[batch.driver_id.encode()] = state
-        for (batch, state), came_online in zip(touched, results, strict=True):
-            if came_online:
+        for (driver, batch), came_online in zip(newest.items(), results, strict=True):
+            if came_online == 1:
+                last = batch.pings[-1]
                 await status_topic.send(
-                    key=batch.driver_id.encode(),
+                    key=driver.encode(),
                     value=DriverStatusEvent(
-                        event_id=deterministic_event_id("online", batch.driver_id, state["seq"]),
-                        driver_id=batch.driver_id,
+                        event_id=deterministic_event_id("online", driver, last.seq),
+                        driver_id=driver,
                         status=DriverStatus.online,
                         previous=DriverStatus.offline,
-                        last_seen=datetime.fromisoformat(str(state["ts"])),
-                        lat=state["lat"],
-                        lon=state["lon"],
+                        last_seen=last.ts,
+                        lat=last.lat,
+                        lon=last.lon,
                     ),
                 )
 

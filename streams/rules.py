@@ -28,15 +28,17 @@ def clean_pings(
 ) -> tuple[list[GpsPing], list[tuple[GpsPing, str, str]], dict[str, Any] | None]:
     """Split a device batch into accepted pings and (ping, reason, detail) rejects.
 
-    ``state`` is the last accepted ping of the driver (seq, ts, lat, lon) and is returned
-    updated; comparing against the last *accepted* fix is what stops one bad jump from
-    poisoning the next good fix. The last fix is kept in locals, not as a model: this
-    loop runs for every ping the platform takes.
+    ``state`` is the last accepted ping of the driver (seq, ts, lat, lon, speed and heading:
+    the driver's state, see ``streams.driver_state``) and is returned updated; comparing
+    against the last *accepted* fix is what stops one bad jump from poisoning the next good
+    fix. The last fix is kept in locals, not as a model: this loop runs for every ping the
+    platform takes.
     """
     good: list[GpsPing] = []
     bad: list[tuple[GpsPing, str, str]] = []
     max_acc, max_speed = limits.max_accuracy_m, limits.max_speed_mps
     have_last = state is not None
+    newest: GpsPing | None = None
     if state is not None:
         last_seq, last_ts, last_lat, last_lon = (
             state["seq"],
@@ -63,10 +65,11 @@ def clean_pings(
                 bad.append((p, "impossible_jump", f"{dist:.0f} m in {dt:.1f} s = {dist / dt:.0f} m/s"))
                 continue
         good.append(p)
-        have_last, last_seq, last_ts, last_lat, last_lon = True, seq, ts, p.lat, p.lon
-    if not have_last:
-        return good, bad, None
-    return good, bad, {"seq": last_seq, "ts": last_ts.isoformat(), "lat": last_lat, "lon": last_lon}
+        have_last, last_seq, last_ts, last_lat, last_lon, newest = True, seq, ts, p.lat, p.lon, p
+    if newest is None:
+        return good, bad, state
+    return good, bad, {"seq": last_seq, "ts": last_ts.isoformat(), "lat": last_lat, "lon": last_lon,
+                       "speed_mps": newest.speed_mps, "heading_deg": newest.heading_deg}  # fmt: skip
 
 
 @dataclass(frozen=True)

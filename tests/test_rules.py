@@ -21,10 +21,16 @@ def reasons(bad: list[tuple[GpsPing, str, str]]) -> list[tuple[int, str]]:
 
 
 def test_good_track_passes_and_state_is_last_fix() -> None:
-    pings = [ping(i, i * 5, lat=52.5 + i * 1e-4) for i in range(5)]
+    pings = [ping(i, i * 5, lat=52.5 + i * 1e-4).model_copy(update={"speed_mps": i, "heading_deg": 10 * i})
+             for i in range(5)]  # fmt: skip
     good, bad, state = clean_pings(None, pings, LIMITS)
     assert [p.seq for p in good] == [0, 1, 2, 3, 4] and not bad
-    assert state == {"seq": 4, "ts": (T0 + timedelta(seconds=20)).isoformat(), "lat": 52.5004, "lon": 13.4}
+    last = {"seq": 4, "ts": (T0 + timedelta(seconds=20)).isoformat(), "lat": 52.5004, "lon": 13.4,
+            "speed_mps": 4, "heading_deg": 40}  # fmt: skip
+    assert state == last  # the driver's state, as the table keeps it (streams.driver_state)
+    # A batch with nothing accepted leaves the state as it was, speed and heading included.
+    good, bad, after = clean_pings(state, [ping(3, 15)], LIMITS)
+    assert not good and reasons(bad) == [(3, "out_of_order")] and after == last
 
 
 def test_duplicate_seq_and_duplicate_timestamp() -> None:

@@ -88,6 +88,39 @@ async def test_pipeline_scripts_load_themselves_on_noscript(stack: Settings, uid
         await r.aclose()
 
 
+async def test_position_update_applies_each_seq_once(stack: Settings, uid: str) -> None:
+    """The driver-state script (``streams.driver_state``) ignores a fix not newer than Redis holds (a replay)."""
+    from fleetstream.clients import Lua, execute
+    from streams.driver_state import UPDATE_POSITION
+    from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
+
+    r = aioredis.from_url(stack.redis_dsn, decode_responses=True)
+    driver = f"seq-{uid}"
+    update = Lua(UPDATE_POSITION)
+
+    async def post(seq: int, lat: float, now: float) -> int:
+        keys = [driver_key(driver), GEO_KEY, SEEN_KEY, reserve_key(driver)]
+        args = [driver, repr(lat), "13.4", "5.0", "90.0", f"2026-01-01T00:00:{seq:02d}+00:00", seq, repr(now)]
+        (result,) = await execute(r, lambda pipe: update.queue(pipe, keys, args), [update])
+        return int(result)
+
+    try:
+        assert await post(5, 52.5, 1000.0) == 1  # unknown driver: came online
+        assert await post(5, 52.6, 1001.0) == -1  # the same batch replayed
+        assert await post(3, 52.7, 1002.0) == -1  # an older one
+        state = await r.hgetall(driver_key(driver))
+        assert (state["seq"], state["lat"], state["seen"]) == ("5", "52.5", "1000.0")
+        assert await r.zscore(SEEN_KEY, driver) == 1000.0
+        assert await post(6, 52.8, 1003.0) == 0  # newer: applied, still online
+        state = await r.hgetall(driver_key(driver))
+        assert (state["seq"], state["lat"], state["status"]) == ("6", "52.8", "online")
+    finally:
+        await r.delete(driver_key(driver))
+        await r.zrem(SEEN_KEY, driver)
+        await r.zrem(GEO_KEY, driver)
+        await r.aclose()
+
+
 async def test_rabbitmq_topic_exchange_routes_by_key(stack: Settings, uid: str) -> None:
     conn = await aio_pika.connect_robust(stack.rabbitmq_dsn)
     try:
