@@ -31,7 +31,7 @@ from streams.app import topic
 from streams.fanout import Notifier, eta_notification
 from streams.geo import Zone, haversine_m
 from streams.keys import JOBS_KEY, mirror_key
-from streams.speeds import SPEED_RES, learn, speed_key, travel_s
+from streams.speeds import SPEED_RES, learn_batch, travel_s
 
 eta_topic = topic("eta.updates")
 commands_topic = topic("bookings.commands")
@@ -81,11 +81,7 @@ async def make_step() -> pipeline.Step:
         for item in items:
             b = item.batch
             newest[b.driver_id] = b
-            for p in b.pings:
-                if p.speed_mps is not None and p.speed_mps > 0.5:  # parked drivers say nothing about traffic
-                    k = speed_key(p.lat, p.lon, hour)
-                    Estimates.speeds[k] = learn(Estimates.speeds.get(k), p.speed_mps, s.speed_learning_rate)
-                    Estimates.dirty.add(k)
+            learn_batch(b.pings, hour, Estimates.speeds, Estimates.dirty, s.speed_learning_rate)
         drivers = list(newest)
         cells = {d: h3.latlng_to_cell(b.pings[-1].lat, b.pings[-1].lon, SPEED_RES) for d, b in newest.items()}
         speeds = {k: round(Estimates.speeds[k], 3) for k in Estimates.dirty}

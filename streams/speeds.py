@@ -6,11 +6,12 @@ starts no agent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, MutableSet, Sequence
 
 import h3
 
 from fleetstream.config import Settings
+from schemas import GpsPing
 from streams.geo import haversine_m
 
 SPEED_RES = 7
@@ -22,6 +23,32 @@ def speed_key(lat: float, lon: float, hour: int) -> str:
 
 def learn(current: float | None, observed: float, rate: float) -> float:
     return observed if current is None else current + rate * (observed - current)
+
+
+def learn_batch(pings: Sequence[GpsPing], hour: int, speeds: MutableMapping[str, float],
+                dirty: MutableSet[str], rate: float) -> None:  # fmt: skip
+    """Learn from one device batch's moving pings, in order.
+
+    A batch spans seconds and a cell is ~1.2 km across: when its first and last moving
+    pings are in one cell, so (barring a path that leaves and comes back within the batch)
+    are the rest, and one cell lookup serves them all. Looking up every ping was a
+    twentieth of the live worker's CPU.
+    """
+    moving = [p for p in pings if p.speed_mps is not None and p.speed_mps > 0.5]  # parked says nothing of traffic
+    if not moving:
+        return
+    first = speed_key(moving[0].lat, moving[0].lon, hour)
+    if len(moving) > 1 and speed_key(moving[-1].lat, moving[-1].lon, hour) != first:
+        for p in moving:
+            k = speed_key(p.lat, p.lon, hour)
+            speeds[k] = learn(speeds.get(k), p.speed_mps, rate)  # type: ignore[arg-type]
+            dirty.add(k)
+        return
+    v = speeds.get(first)
+    for p in moving:
+        v = learn(v, p.speed_mps, rate)  # type: ignore[arg-type]
+    speeds[first] = v  # type: ignore[assignment]
+    dirty.add(first)
 
 
 def travel_s(lat: float, lon: float, to_lat: float, to_lon: float, speeds: Mapping[str, float], hour: int,

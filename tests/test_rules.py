@@ -164,3 +164,25 @@ def test_record_ages_split_kafka_from_the_worker() -> None:
     assert received is not None and 0.29 < received < 0.35
     assert received_age(SimpleNamespace(message=SimpleNamespace(timestamp=now_wall, time_in=None))) is None  # type: ignore[arg-type]
     assert record_age(SimpleNamespace(message=SimpleNamespace(timestamp=None, time_in=None))) == 0.0  # type: ignore[arg-type]
+
+
+def test_batch_speed_learning_matches_learning_ping_by_ping() -> None:
+    from streams.speeds import learn, learn_batch, speed_key
+
+    def one_by_one(pings: list[GpsPing]) -> dict[str, float]:
+        speeds: dict[str, float] = {}
+        for p in pings:
+            if p.speed_mps is not None and p.speed_mps > 0.5:
+                k = speed_key(p.lat, p.lon, 8)
+                speeds[k] = learn(speeds.get(k), p.speed_mps, 0.2)
+        return speeds
+
+    inside = [ping(i, i, lat=52.5 + i * 1e-5).model_copy(update={"speed_mps": 5.0 + i % 3}) for i in range(50)]
+    inside[7] = inside[7].model_copy(update={"speed_mps": 0.1})  # parked: ignored
+    across = [ping(i, i * 20, lat=52.40 + i * 0.004).model_copy(update={"speed_mps": 10.0 + i}) for i in range(50)]
+    for pings in (inside, across):
+        speeds: dict[str, float] = {}
+        dirty: set[str] = set()
+        learn_batch(pings, 8, speeds, dirty, 0.2)
+        assert speeds == one_by_one(pings) and dirty == set(speeds)
+    assert len(one_by_one(inside)) == 1 and len(one_by_one(across)) > 3  # each case is the one it claims to be
