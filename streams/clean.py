@@ -7,9 +7,9 @@ its reason. The last accepted fix per driver lives in a changelog-backed table, 
 restarted worker filters exactly as before; with its speed and heading it is also the
 driver's state (``streams.driver_state`` mirrors it to Redis). With it, what each recent
 source record produced (``streams.replay``), so a record replayed after a crash is
-re-emitted rather than mistaken for a duplicate of itself. A clean batch keeps its device batch's event id
-(a dead letter's id derives from it), so a replay re-emits identical records that
-downstream consumers dedupe.
+re-emitted rather than mistaken for a duplicate of itself. A clean batch keeps its
+device batch's event id (a dead letter's id derives from it), so a replay re-emits
+identical records that downstream consumers dedupe.
 """
 
 from __future__ import annotations

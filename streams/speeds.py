@@ -31,23 +31,22 @@ def learn_batch(pings: Sequence[GpsPing], hour: int, speeds: MutableMapping[str,
 
     A batch spans seconds and a cell is ~1.2 km across: when its first and last moving
     pings are in one cell, so (barring a path that leaves and comes back within the batch)
-    are the rest, and one cell lookup serves them all. Looking up every ping was a
-    twentieth of the live worker's CPU.
+    are the rest, and one cell lookup serves them all (57 vs 11 us per 50 pings).
     """
-    moving = [p for p in pings if p.speed_mps is not None and p.speed_mps > 0.5]  # parked says nothing of traffic
+    moving = [(p, v) for p in pings if (v := p.speed_mps) is not None and v > 0.5]  # parked says nothing of traffic
     if not moving:
         return
-    first = speed_key(moving[0].lat, moving[0].lon, hour)
-    if len(moving) > 1 and speed_key(moving[-1].lat, moving[-1].lon, hour) != first:
-        for p in moving:
+    first = speed_key(moving[0][0].lat, moving[0][0].lon, hour)
+    if len(moving) > 1 and speed_key(moving[-1][0].lat, moving[-1][0].lon, hour) != first:
+        for p, v in moving:
             k = speed_key(p.lat, p.lon, hour)
-            speeds[k] = learn(speeds.get(k), p.speed_mps, rate)  # type: ignore[arg-type]
+            speeds[k] = learn(speeds.get(k), v, rate)
             dirty.add(k)
         return
-    v = speeds.get(first)
-    for p in moving:
-        v = learn(v, p.speed_mps, rate)  # type: ignore[arg-type]
-    speeds[first] = v  # type: ignore[assignment]
+    current = speeds.get(first)
+    for _, v in moving:
+        current = learn(current, v, rate)
+    speeds[first] = current  # type: ignore[assignment]  # moving is not empty
     dirty.add(first)
 
 
