@@ -68,7 +68,7 @@ def clean_pings(
         have_last, last_seq, last_ts, last_lat, last_lon, newest = True, seq, ts, p.lat, p.lon, p
     if newest is None:
         return good, bad, state
-    return good, bad, {"seq": last_seq, "ts": last_ts.isoformat(), "lat": last_lat, "lon": last_lon,
+    return good, bad, {"seq": newest.seq, "ts": newest.ts.isoformat(), "lat": newest.lat, "lon": newest.lon,
                        "speed_mps": newest.speed_mps, "heading_deg": newest.heading_deg}  # fmt: skip
 
 
