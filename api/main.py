@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
+from api.errors import ErrorBarrier
 from api.fastpath import TelemetryFastPath
 from api.resources import Resources
 from api.routes import auth, bookings, devices, drivers, health, metrics, notifications, telemetry, web, zones
@@ -31,4 +32,5 @@ def create_app() -> FastAPI:
         app.include_router(module.router)
     web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
     app.add_middleware(TelemetryFastPath)  # the telemetry POST before the router (api/fastpath.py)
+    app.add_middleware(ErrorBarrier)  # outermost: an exception never closes the connection (api/errors.py)
     return app

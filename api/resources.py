@@ -19,6 +19,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from api.accounts import Accounts
 from api.auth import Authenticator
+from api.limits import ReadLimiter
 from api.notify import NotificationHub
 from fleetstream.clients import redis_client
 from fleetstream.config import Settings
@@ -76,6 +77,7 @@ class Resources:
     auth: Authenticator
     hub: NotificationHub
     accounts: Accounts
+    reads: ReadLimiter
 
     @classmethod
     @asynccontextmanager
@@ -96,7 +98,15 @@ class Resources:
         hub.start()
         try:
             yield cls(
-                settings, kafka, redis, mongo, db, Authenticator(settings, db), hub, Accounts(db, redis, settings)
+                settings,
+                kafka,
+                redis,
+                mongo,
+                db,
+                Authenticator(settings, db),
+                hub,
+                Accounts(db, redis, settings),
+                ReadLimiter(redis, settings.read_limit, settings.read_window_s),
             )
         finally:
             await hub.stop()

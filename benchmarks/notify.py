@@ -90,13 +90,19 @@ async def open_sockets(url: str, tokens: list[str], counts: dict[str, int]) -> l
     return sockets
 
 
+def metrics_auth() -> dict[str, str]:
+    from api.security import admin_token
+
+    return {"Authorization": f"Bearer {admin_token(S)}"}
+
+
 async def until_subscribed(url: str, want: int, timeout: float) -> int:
     """The API's own count of subscribed sockets, polled until it reaches ``want``."""
     deadline = time.monotonic() + timeout
     have = 0
     async with httpx.AsyncClient(timeout=10) as c:
         while time.monotonic() < deadline:
-            for line in (await c.get(f"{url}/metrics")).text.splitlines():
+            for line in (await c.get(f"{url}/metrics", headers=metrics_auth())).text.splitlines():
                 if line.startswith("fleetstream_notify_sockets "):
                     have = int(float(line.split()[1]))
             if have >= want:

@@ -144,6 +144,9 @@ def api(
         ws=s.ws_impl,  # type: ignore[arg-type]
         proxy_headers=True,
         forwarded_allow_ips=s.forwarded_allow_ips,
+        # Longer than nginx keeps an idle upstream connection (60 s): the proxy, not the API,
+        # closes idle ones, so nginx never sends a request on a connection being closed.
+        timeout_keep_alive=75,
     )
 
 

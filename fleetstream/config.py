@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     road_factor: float = 1.35
     default_speed_mps: float = 8.0
 
+    # --- failure handling
+    #: How long a step waits for an unreachable server (Redis, RabbitMQ, MongoDB restarting) before
+    #: the worker stops; a restart takes seconds, and waiting replays nothing.
+    server_retry_s: float = 30.0
+    #: A worker whose agent crashed exits this many seconds later even if its shutdown hangs,
+    #: so that a restart-on-exit supervisor always restarts it.
+    crash_exit_s: float = 5.0
+    #: Fault injection for tests and drills: step name -> a driver id whose records that step
+    #: fails on (``{"driver_state": "poison-1"}``), to prove a poison record stops nothing else.
+    fault_poison: dict[str, str] = Field(default_factory=dict)
+
     # --- notification sockets
     #: uvicorn's WebSocket implementation: the sans-I/O one held 77 KiB per idle socket
     #: against 141 KiB for "websockets" (benchmarks/notify.py, 2,000 sockets).
@@ -157,10 +168,16 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = 5
     login_max_attempts_per_address: int = 30
     login_window_s: float = 900.0
+    #: History and fleet reads per principal per ``read_window_s`` (all replicas together); the
+    #: limit is generous for a console and a phone, and bounds what one leaked token can cost.
+    read_limit: int = 120
+    read_window_s: float = 10.0
 
     # --- security (random secrets under FLEETSTREAM_HOME/secrets unless set; never committed)
     jwt_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
+    #: What a Prometheus scraper sends for the API's ``/metrics`` (the admin token works too).
+    metrics_token: SecretStr | None = None
 
     def topic(self, name: str) -> str:
         """The broker-side name of project topic ``name`` in this namespace."""

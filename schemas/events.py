@@ -70,6 +70,8 @@ class DeadLetter(Envelope):
     type: Literal["deadletter"] = "deadletter"
     source_topic: str = Field(max_length=255)
     reason: Ident
+    #: The step or agent that could not handle it (None: it could not be decoded).
+    step: Ident | None = None
     detail: str = Field(default="", max_length=4000)
     key: str | None = Field(default=None, max_length=255)
     payload: str = Field(default="", max_length=1_000_000)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
 from fleetstream.config import get_settings
-from schemas.base import Envelope, Ident, Latitude, Longitude, Model, UtcDatetime
+from schemas.base import Envelope, Ident, Latitude, Longitude, Model, UtcDatetime, to_utc
 
 
 def check_device_time(ts: datetime, now: datetime) -> None:
@@ -52,7 +52,7 @@ class IngestPing(GpsPing):
     @field_validator("ts")
     @classmethod
     def _ingest_window(cls, ts: datetime, info: ValidationInfo) -> datetime:
-        ts = ts.astimezone(UTC)
+        ts = to_utc(ts)
         now = (info.context or {}).get("now")
         if now is not None:
             check_device_time(ts, now)

@@ -50,48 +50,55 @@ async def read_track(
     driver_id: str,
     start: Any = None,
     end: Any = None,
-    after_seq: int = -1,
+    cursor: int = -1,
     limit: int = 1000,
     redis: Any = None,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Pings of a driver in sequence order, ``start <= ts < end``, ``seq > after_seq``, at most ``limit``.
+    """At most ``limit`` pings of a driver with ``start <= ts < end``, in seq order or newest first.
 
-    With ``redis`` the bucket directory (``sinks.track_index``) picks the buckets and
-    they are fetched by ``_id``; without it, or for a driver it does not know, a query
-    on the ``driver_seq`` index does.
+    ``cursor`` is where the previous page ended: oldest first, pings with a greater seq;
+    newest first, pings with a smaller one (-1: from the start). With ``redis`` the bucket
+    directory (``sinks.track_index``) picks the buckets page by page and they are fetched
+    by ``_id``, so a read costs its page, not the driver's history; without it, or for a
+    driver it does not know, a query on the ``driver_seq`` index does.
     """
-    from sinks.track_index import bucket_ids, fetch_buckets
+    from sinks.track_index import bucket_pages, fetch_buckets
 
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
 
     def take(doc: dict[str, Any]) -> None:
         for p in bucket_pings(doc):
-            if p["seq"] <= after_seq or p["seq"] in seen:
+            seq = p["seq"]
+            if cursor >= 0 and (seq >= cursor if newest_first else seq <= cursor):
                 continue
-            if (start is not None and p["ts"] < start) or (end is not None and p["ts"] >= end):
+            if seq in seen or (start is not None and p["ts"] < start) or (end is not None and p["ts"] >= end):
                 continue
-            seen.add(p["seq"])
+            seen.add(seq)
             out.append(p)
 
-    ids = await bucket_ids(redis, driver_id, start, end, after_seq) if redis is not None else None
-    if ids is not None:
-        for i in range(0, len(ids), 16):
-            for doc in await fetch_buckets(db, ids[i : i + 16]):
+    pages = await bucket_pages(redis, driver_id, start, end, cursor, newest_first) if redis is not None else None
+    if pages is not None:
+        async for ids in pages:
+            for doc in await fetch_buckets(db, ids):
                 take(doc)
             if len(out) >= limit:
                 break
     else:
-        q: dict[str, Any] = {"driver_id": driver_id, "last_seq": {"$gt": after_seq}}
+        q: dict[str, Any] = {"driver_id": driver_id}
+        if cursor >= 0:
+            q["first_seq" if newest_first else "last_seq"] = {"$lt": cursor} if newest_first else {"$gt": cursor}
         if start is not None:  # t0/t1 are BSON dates (milliseconds): compare at that precision
             q["t1"] = {"$gte": start.replace(microsecond=start.microsecond // 1000 * 1000)}
         if end is not None:
             q["t0"] = {"$lt": end}
-        async for doc in db.tracks.find(q, {"pings": 1, "fmt": 1}).sort("first_seq", 1).batch_size(64):
+        order = -1 if newest_first else 1
+        async for doc in db.tracks.find(q, {"pings": 1, "fmt": 1}).sort("first_seq", order).batch_size(64):
             take(doc)
             if len(out) >= limit:
                 break
-    out.sort(key=lambda p: p["seq"])
+    out.sort(key=lambda p: p["seq"], reverse=newest_first)
     return out[:limit]
 
 

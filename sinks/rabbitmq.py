@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
 
 from sinks.base import BatchSink
 
@@ -31,7 +32,7 @@ class Outgoing:
 class RabbitSink(BatchSink[Outgoing]):
     name = "rabbitmq"
     max_chunk = 500
-    retry_on = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+    retry_on = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
 
     def __init__(self, connection: aio_pika.abc.AbstractRobustConnection) -> None:
         self.connection = connection
@@ -39,7 +40,10 @@ class RabbitSink(BatchSink[Outgoing]):
 
     async def exchange(self) -> aio_pika.abc.AbstractExchange:
         if self._exchange is None or self._exchange.channel.is_closed:
-            channel = await self.connection.channel(publisher_confirms=True)
+            try:
+                channel = await self.connection.channel(publisher_confirms=True)
+            except RuntimeError as exc:  # aio-pika's "Connection was not opened" while it reconnects
+                raise ConnectionError(f"RabbitMQ connection not open: {exc}") from exc
             self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         return self._exchange
 

@@ -10,7 +10,7 @@ compound index would do, and ``read_track`` falls back to it when a directory is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,23 +47,70 @@ class TrackIndexSink(BatchSink[dict[str, Any]]):
         await pipe.execute()
 
 
-async def bucket_ids(
-    redis: aioredis.Redis, driver_id: str, start: datetime | None, end: datetime | None, after_seq: int
-) -> list[str] | None:
-    """Candidate bucket ids in sequence order, or None when this driver has no directory."""
+#: Bucket ids read from the directory per round trip: a read touches O(page), never a driver's whole history.
+PAGE = 64
+
+
+async def bucket_pages(
+    redis: aioredis.Redis,
+    driver_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    cursor: int,
+    newest_first: bool = False,
+) -> AsyncIterator[list[str]] | None:
+    """Pages of candidate bucket ids in read order, or None when this driver has no directory.
+
+    Oldest first, ``cursor`` is the last seq already read (buckets with later pings); newest
+    first, the first seq not to read again. With a time range the time directory is
+    walked, else the seq directory. The bucket that starts before the range (or cursor)
+    may hold pings inside it, so the walk starts one bucket early.
+    """
     seq_key, time_key = _seq_key(driver_id), _time_key(driver_id)
     if not await redis.exists(seq_key):
         return None
-    # The bucket that starts at or before the cursor may hold later pings, so it is included.
-    first = await redis.zrevrangebyscore(seq_key, after_seq, "-inf", start=0, num=1) if after_seq >= 0 else []
-    ids = list(first) + list(await redis.zrangebyscore(seq_key, f"({after_seq}", "+inf"))
     if start is not None or end is not None:
-        lo = start.timestamp() if start is not None else "-inf"
-        hi = f"({end.timestamp()}" if end is not None else "+inf"
-        before = await redis.zrevrangebyscore(time_key, lo, "-inf", start=0, num=1) if start is not None else []
-        in_time = set(before) | set(await redis.zrangebyscore(time_key, lo, hi))
-        ids = [i for i in ids if i in in_time]
-    return ids
+        key = time_key
+        lo: float | str = start.timestamp() if start is not None else "-inf"
+        hi: float | str = end.timestamp() if end is not None else "+inf"
+        hi_open = f"({hi}" if end is not None else "+inf"
+    else:
+        key, lo, hi_open = seq_key, "-inf", "+inf"
+        if newest_first:
+            hi_open = f"({cursor}" if cursor >= 0 else "+inf"
+        else:
+            lo = cursor if cursor >= 0 else "-inf"
+    return _walk(redis, key, lo, hi_open, newest_first)
+
+
+async def _walk(
+    redis: aioredis.Redis, key: str, lo: float | str, hi: str, newest_first: bool
+) -> AsyncIterator[list[str]]:
+    if newest_first:
+        offset = 0
+        while True:
+            page = await redis.zrevrangebyscore(key, hi, lo, start=offset, num=PAGE)
+            if page:
+                yield list(page)
+            if len(page) < PAGE:
+                # then the one bucket that starts before the range and may reach into it
+                if lo != "-inf" and (before := await redis.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1)):
+                    yield list(before)
+                return
+            offset += PAGE
+    else:
+        if lo != "-inf":
+            before = await redis.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1)
+            if before:
+                yield list(before)
+        offset = 0
+        while True:
+            page = await redis.zrangebyscore(key, lo, hi, start=offset, num=PAGE)
+            if page:
+                yield list(page)
+            if len(page) < PAGE:
+                return
+            offset += PAGE
 
 
 async def fetch_buckets(db: AsyncIOMotorDatabase, ids: Sequence[str]) -> list[dict[str, Any]]:

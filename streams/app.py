@@ -8,15 +8,18 @@ subset, so the driver and booking services can be deployed as separate processes
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import os
+import threading
 from typing import Any
 
 import faust
 from faust.types import Message
 
 from fleetstream.config import Settings, get_settings
-from schemas import DeadLetter, encode
+from schemas import DeadLetter, deterministic_event_id, encode
 from streams import codec
 from streams.topics import TOPICS, partitions_for
 
@@ -44,20 +47,32 @@ class DeadLetteringTopic(faust.Topic):
     """
 
     async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
-        source = message.topic
-        dlq = get_settings().topic("telemetry.dlq")
-        raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
-        record = DeadLetter(
-            source_topic=source,
-            reason="undecodable",
-            detail=str(exc)[:4000],
-            key=(message.key or b"").decode(errors="replace")[:255],
-            payload=raw.decode(errors="replace")[:1_000_000],
-        )
-        log.warning("dead-lettering undecodable record %s[%s]@%s: %s", source, message.partition, message.offset, exc)
-        await self.app.producer.send(
-            dlq, key=message.key, value=encode(record), partition=None, timestamp=None, headers=None
-        )
+        await dead_letter(message, "undecodable", exc)
+
+
+async def dead_letter(message: Message, reason: str, exc: BaseException, step: str | None = None,
+                      payload: bytes | str | None = None) -> None:  # fmt: skip
+    """``message`` (or ``payload`` for it) to the dead-letter topic with why, and which step refused it.
+
+    The id derives from the record's place in its topic and the step, so a replayed batch
+    dead-letters the same record under the same id (consumers dedupe).
+    """
+    if payload is None:
+        payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
+    record = DeadLetter(
+        event_id=deterministic_event_id("dlq", message.topic, message.partition, message.offset, step, reason),
+        source_topic=message.topic,
+        reason=reason,
+        step=step,
+        detail=f"{type(exc).__name__}: {exc}"[:4000],
+        key=(message.key or b"").decode(errors="replace")[:255],
+        payload=text[:1_000_000],
+    )
+    log.warning("dead-lettering %s[%s]@%s (%s, step %s): %s", message.topic, message.partition, message.offset,
+                reason, step, exc)  # fmt: skip
+    await app.producer.send(get_settings().topic("telemetry.dlq"), key=message.key, value=encode(record),
+                            partition=None, timestamp=None, headers=None)  # fmt: skip
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -114,6 +129,9 @@ def table(name: str, **kwargs: Any) -> faust.Table:
     return app.Table(name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs)
 
 
+#: Exit status of a worker whose agent crashed (distinct from a plain failure to start).
+EXIT_CRASHED = 70
+
 #: Agents that raised, with the exception: ``/ready`` answers 503 while the worker goes down.
 CRASHED: dict[str, str] = {}
 
@@ -129,7 +147,18 @@ async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
     """
     log.critical("agent %s crashed (%r): stopping the worker; it resumes at its committed offsets", agent.name, exc)
     CRASHED[agent.name] = repr(exc)
+    # The process goes, whatever its shutdown does: a shutdown that waited on a dead server
+    # kept a crashed worker alive (503, no processing) for minutes, and no supervisor restarts
+    # a process that has not exited. Offsets already committed are all it needs to resume.
+    exit_timer = threading.Timer(get_settings().crash_exit_s, os._exit, args=(EXIT_CRASHED,))
+    exit_timer.daemon = True
+    exit_timer.start()
     await app.crash(exc)
+    # Never return: Faust starts a new actor when this hook returns, and that actor would
+    # process and ack the records after the failed batch, leaving a gap that freezes the
+    # partition's committed offset, and (its table moved on) the replayed batch would be
+    # taken for duplicates after the restart.
+    await asyncio.Event().wait()
 
 
 def load_agents(names: list[str] | None = None) -> list[str]:

@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 
+from fleetstream.config import get_settings
 from schemas import BookingCommand, decode, encode
 from streams import resources
-from streams.app import app, table, topic
+from streams.app import app, dead_letter, table, topic
 from streams.booking_rules import apply, public_view
 from streams.keys import JOBS_KEY, mirror_key
 from streams.metrics import RECORDS
+from streams.poison import ServerUnavailable, retrying
 from streams.reservations import DEADLINES_KEY, PENDING_KEY, hold_on, release_on
 
 commands_topic = topic("bookings.commands")
@@ -70,10 +72,9 @@ def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | N
 @app.agent(commands_topic)
 async def run_bookings(stream):  # type: ignore[no-untyped-def]
     r = resources.redis()
-    async for cmd in stream:
-        RECORDS.labels("bookings").inc()
-        if not isinstance(cmd, BookingCommand):
-            continue
+    budget = get_settings().server_retry_s
+
+    async def handle(cmd: BookingCommand) -> None:
         key = str(cmd.booking_id).encode()
         stored = booking_table.get(key) or {}
         before: dict[str, Any] | None = stored.get("booking")
@@ -94,3 +95,14 @@ async def run_bookings(stream):  # type: ignore[no-untyped-def]
         if seen is None and after is not None:
             entry = [cid, ok, error, [encode(e).decode() for e in events], before]
             booking_table[key] = {"booking": after, "recent": [*recent, entry][-RECENT:]}
+
+    async for cmd in stream:
+        RECORDS.labels("bookings").inc()
+        if not isinstance(cmd, BookingCommand):
+            continue
+        try:
+            await retrying(lambda cmd=cmd: handle(cmd), budget, "bookings")
+        except ServerUnavailable:
+            raise
+        except Exception as exc:  # this command's data: dead-lettered, the other bookings go on
+            await dead_letter(stream.current_event.message, "step_failed", exc, step="bookings")

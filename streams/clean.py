@@ -78,11 +78,11 @@ async def make_cleaner() -> pipeline.Cleaner:
                 # copy, and straight to the producer, past Faust's channel machinery (a tenth of
                 # the worker's CPU). Commits still wait for it: Faust flushes the producer first.
                 await app.producer.send(clean_name, key, msg.value, partition=None, timestamp=None, headers=None)
-                out.append(pipeline.Item(batch, source))
+                out.append(pipeline.Item(batch, source, msg))
             elif good:
                 cleaned = batch.model_copy(update={"pings": good})
                 await clean_topic.send(key=key, value=cleaned)
-                out.append(pipeline.Item(cleaned, source))
+                out.append(pipeline.Item(cleaned, source, msg))
         return out
 
     return clean

@@ -28,6 +28,7 @@ from redis.asyncio.client import Pipeline
 from fleetstream.clients import Lua, execute
 from fleetstream.config import get_settings
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
+from schemas.base import GEO_MAX_LAT
 from streams import pipeline, resources
 from streams.app import app, topic
 from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
@@ -52,10 +53,15 @@ elseif status == 'busy' and redis.call('EXISTS', KEYS[4]) == 0 then
 end
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'speed_mps', ARGV[4], 'heading_deg', ARGV[5],
            'ts', ARGV[6], 'seq', ARGV[7], 'seen', ARGV[8], 'status', status)
-if status == 'online' then redis.call('GEOADD', KEYS[2], ARGV[3], ARGV[2], ARGV[1]) end
+local lat = tonumber(ARGV[2])
+if status == 'online' and lat >= -GEO_MAX_LAT and lat <= GEO_MAX_LAT then
+  redis.call('GEOADD', KEYS[2], ARGV[3], ARGV[2], ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])  -- busy, or beyond the geo index's range (Redis refuses it)
+end
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[1])
 return came_online
-"""
+""".replace("GEO_MAX_LAT", repr(GEO_MAX_LAT))
 
 # KEYS: last-seen zset, geo set.  ARGV: cutoff, limit, hash key prefix.
 # Returns a flat list id, lat, lon, ts for each driver this caller claimed.

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from scipy.optimize import linear_sum_assignment
 
 from fleetstream.config import Settings, get_settings
@@ -95,6 +98,24 @@ async def candidates(r: Any, pickup: GeoPoint, exclude: set[str], settings: Sett
     return []
 
 
+async def safe_candidates(r: Any, state: dict[str, Any], settings: Settings) -> list[Candidate]:
+    """A booking's candidates; none when its own data is what fails (one booking never fails the round).
+
+    A pickup the geo index refuses (Redis: beyond +-85.05 degrees) or a mirror that does not
+    validate leaves that booking without candidates: it waits and expires on time like any
+    unmatched booking, while the round goes on for the others. An unreachable Redis still
+    fails the round (its bookings come back after the lease).
+    """
+    try:
+        pickup = GeoPoint.model_validate(state["pickup"])
+        return await candidates(r, pickup, set(state.get("declined_by") or []), settings)
+    except (RedisConnectionError, RedisTimeoutError):
+        raise
+    except (ValueError, KeyError, TypeError, ResponseError) as exc:
+        log.warning("booking %s: no candidates (%s)", state.get("booking_id"), exc)
+        return []
+
+
 async def system_command(booking_id: str, ctype: str, **fields: Any) -> None:
     cmd = BookingCommand(type=ctype, booking_id=uuid.UUID(booking_id), actor_id="matching", actor_role="system",
                          **fields)  # type: ignore[arg-type]  # fmt: skip
@@ -120,10 +141,7 @@ async def match_once(settings: Settings) -> int:
         else:
             open_.append(state)
     # Concurrently: a round of hundreds of bookings must not wait for their lookups one by one.
-    per_booking: list[list[Candidate]] = list(await asyncio.gather(*(
-        candidates(r, GeoPoint.model_validate(st["pickup"]), set(st.get("declined_by") or []), settings)
-        for st in open_
-    )))  # fmt: skip
+    per_booking = list(await asyncio.gather(*(safe_candidates(r, st, settings) for st in open_)))
     drivers = sorted({c.driver_id for cs in per_booking for c in cs})
     col = {d: i for i, d in enumerate(drivers)}
     costs = [[NO_ROUTE] * len(drivers) for _ in open_]

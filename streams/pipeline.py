@@ -22,13 +22,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from faust.types import TP, EventT
+import orjson
+from faust.types import TP, EventT, Message
 
 from fleetstream.config import get_settings
-from schemas import TelemetryBatch
-from streams.app import app, topic
+from schemas import TelemetryBatch, encode
+from streams.app import app, dead_letter, topic
 from streams.batching import received_age, record_age, take_adaptive
 from streams.metrics import PINGS, RECEIVED_AGE, RECORD_AGE, RECORDS, STEP_SECONDS
+from streams.poison import isolate
 
 #: Clean runs first (the others see only what it accepted); the others run concurrently, started
 #: in this order: what a customer waits for (ETA, location) sends its first request before the
@@ -42,6 +44,7 @@ class Item:
 
     batch: TelemetryBatch
     source: tuple[str, int, int]  # topic, partition, offset
+    message: Message  # the source record (dead letters name it)
 
 
 Step = Callable[[list[Item]], Awaitable[None]]
@@ -72,19 +75,71 @@ def passthrough(events: Sequence[EventT]) -> list[Item]:
     for e in events:
         if isinstance(e.value, TelemetryBatch):
             m = e.message
-            out.append(Item(e.value, (m.topic, m.partition, m.offset)))
+            out.append(Item(e.value, (m.topic, m.partition, m.offset), m))
     return out
 
 
 def timed(name: str, step: Step) -> Step:
     hist = STEP_SECONDS.labels(name)
+    budget = get_settings().server_retry_s
+
+    async def dead(item: Item, exc: BaseException) -> None:
+        await dead_letter(item.message, "step_failed", exc, step=name, payload=encode(item.batch))
+
+    step = faulty(name, step)
 
     async def run(items: list[Item]) -> None:
         t0 = time.perf_counter()
         try:
-            await step(items)
+            await isolate(items, step, dead, budget, name)  # type: ignore[arg-type]
         finally:
             hist.observe(time.perf_counter() - t0)
+
+    return run
+
+
+class InjectedFault(ValueError):
+    """Raised by a step for the driver ``fault_poison`` names (fault-injection drills only)."""
+
+
+def faulty(name: str, step: Any) -> Any:
+    """``step``, failing on the records of the driver ``settings.fault_poison[name]``, if any."""
+    poison = get_settings().fault_poison.get(name)
+    if poison is None:
+        return step
+
+    def driver_of(x: Any) -> str | None:
+        value = x.batch if isinstance(x, Item) else getattr(x, "value", None)
+        if isinstance(value, bytes):  # the history sink reads raw records
+            try:
+                return orjson.loads(value).get("driver_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                return None
+        return getattr(value, "driver_id", None)
+
+    async def run(xs: Any) -> Any:
+        if any(driver_of(x) == poison for x in xs):
+            raise InjectedFault(f"injected fault in step {name} for driver {poison}")
+        return await step(xs)
+
+    return run
+
+
+def isolated_cleaner(clean: Cleaner) -> Cleaner:
+    """Clean, with a record it fails on dead-lettered alone (step ``clean``) and the rest of its batch cleaned."""
+    budget = get_settings().server_retry_s
+
+    async def run(events: Sequence[EventT]) -> list[Item]:
+        out: list[Item] = []
+
+        async def some(evs: Sequence[EventT]) -> None:
+            out.extend(await clean(evs))
+
+        async def dead(event: EventT, exc: BaseException) -> None:
+            await dead_letter(event.message, "step_failed", exc, step="clean")
+
+        await isolate(events, faulty("clean", some), dead, budget, "clean")
+        return out
 
     return run
 
@@ -102,7 +157,7 @@ def build(chosen: list[str]) -> Any | None:
 
     @app.agent(source, name="streams.pipeline.telemetry")
     async def telemetry(stream):  # type: ignore[no-untyped-def]
-        clean = await cleaner() if cleaner is not None else None
+        clean = isolated_cleaner(await cleaner()) if cleaner is not None else None
         steps = [timed(n, await _steps[n]()) for n in names]
         clean_time, batch_time = STEP_SECONDS.labels("clean"), STEP_SECONDS.labels("batch")
         batches = take_adaptive(stream, s.telemetry_max_batch, s.telemetry_linger_ms / 1000,

@@ -23,6 +23,7 @@ from schemas import (
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import pipeline, resources
 from streams.app import app, topic
+from streams.batching import batches
 from streams.fanout import Notifier, audiences, booking_notification
 from streams.metrics import RECORDS
 from streams.throttle import Throttle
@@ -65,9 +66,9 @@ pipeline.register_step("publish", make_step)
 @app.agent(geofence_topic)
 async def publish_geofence(stream):  # type: ignore[no-untyped-def]
     sink = RabbitSink(await resources.rabbit())
-    async for events in stream.take(500, within=0.1):
+    async for records in batches(stream, 500, 0.1):
         out = []
-        for e in events:
+        for e in (r.value for r in records):
             if isinstance(e, GeofenceEvent):
                 kind = e.type.removeprefix("geofence.")
                 body, mid = encode(e), str(e.event_id)
@@ -79,11 +80,11 @@ async def publish_geofence(stream):  # type: ignore[no-untyped-def]
 @app.agent(status_topic)
 async def publish_status(stream):  # type: ignore[no-untyped-def]
     sink = RabbitSink(await resources.rabbit())
-    async for events in stream.take(500, within=0.1):
+    async for records in batches(stream, 500, 0.1):
         await sink.write(
             [
                 Outgoing(f"driver.{e.driver_id}.status", encode(e), str(e.event_id), e.type)
-                for e in events
+                for e in (r.value for r in records)
                 if isinstance(e, DriverStatusEvent)
             ]
         )
@@ -96,6 +97,7 @@ booking_events_topic = topic("bookings.events")
 async def publish_bookings(stream):  # type: ignore[no-untyped-def]
     """Booking events to their audiences (``streams.fanout``)."""
     notifier = await Notifier.open()
-    async for events in stream.take(500, within=0.05):
+    async for records in batches(stream, 500, 0.05):
+        events = [r.value for r in records]
         RECORDS.labels("publish_bookings").inc(len(events))
         await notifier.send([(audiences(e), booking_notification(e)) for e in events if isinstance(e, BookingEvent)])

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from schemas.base import GEO_MAX_LAT
 from streams.keys import GEO_KEY, driver_key, reserve_key
 
 DEADLINES_KEY = "offers:deadlines"
@@ -44,10 +45,13 @@ redis.call('DEL', KEYS[1])
 if redis.call('HGET', KEYS[2], 'status') == 'busy' then
   redis.call('HSET', KEYS[2], 'status', 'online')
   local pos = redis.call('HMGET', KEYS[2], 'lat', 'lon')
-  if pos[1] and pos[2] then redis.call('GEOADD', KEYS[3], pos[2], pos[1], ARGV[2]) end
+  local lat = tonumber(pos[1])
+  if lat and pos[2] and lat >= -GEO_MAX_LAT and lat <= GEO_MAX_LAT then
+    redis.call('GEOADD', KEYS[3], pos[2], pos[1], ARGV[2])
+  end
 end
 return 1
-"""
+""".replace("GEO_MAX_LAT", repr(GEO_MAX_LAT))
 
 # KEYS: reserve key, deadlines.  ARGV: booking, driver.  The driver keeps the job until it ends.
 HOLD = """

@@ -8,7 +8,10 @@ a replay after SIGKILL inserts nothing twice.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from faust.types import EventT
 
 from fleetstream.config import get_settings
 from schemas import BookingEvent, GeofenceEvent, TelemetryBatch, decode
@@ -16,8 +19,11 @@ from schemas.track import bucket_from_record
 from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, ensure_indexes, track_bucket
 from sinks.track_index import TrackIndexSink
 from streams import resources
-from streams.app import app, topic
+from streams.app import app, dead_letter, topic
+from streams.batching import batches
 from streams.metrics import RECORDS, STORED
+from streams.pipeline import faulty
+from streams.poison import isolate
 from streams.throttle import Throttle
 
 #: Raw bytes: the history sink packs pings straight from the JSON (``schemas.track.bucket_from_record``).
@@ -56,6 +62,15 @@ async def buckets_of(records: list[Any]) -> list[tuple[dict[str, Any], dict[str,
     return out
 
 
+async def isolated(name: str, records: Sequence[EventT], write: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
+    """``write`` the batch; a record whose data the server refuses is dead-lettered alone (``streams.poison``)."""
+
+    async def dead(event: EventT, exc: BaseException) -> None:
+        await dead_letter(event.message, "step_failed", exc, step=name)
+
+    await isolate(records, faulty(name, write), dead, get_settings().server_retry_s, name)
+
+
 @app.agent(clean_topic)
 async def store_pings(stream):  # type: ignore[no-untyped-def]
     """Every ping into history; the latest state per driver at most every ``driver_persist_interval_s``.
@@ -68,8 +83,8 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
     tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
     directory = TrackIndexSink(resources.redis())
     throttle = Throttle(get_settings().driver_persist_interval_s)
-    async for records in stream.take_events(500, within=0.2):
-        RECORDS.labels("store_pings").inc(len(records))
+
+    async def write(records: Sequence[EventT]) -> None:
         read = await buckets_of(records)
         buckets = [bucket for bucket, _ in read]
         await tracks.write(buckets)
@@ -79,18 +94,25 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
         await drivers.write([state for d, state in newest.items() if throttle.allow(d, now)])
         STORED.inc(sum(bucket["n"] for bucket in buckets))
 
+    async for records in batches(stream, 500, 0.2):
+        RECORDS.labels("store_pings").inc(len(records))
+        await isolated("store_pings", records, write)
+
 
 @app.agent(geofence_topic)
 async def store_geofence_events(stream):  # type: ignore[no-untyped-def]
     sink = InsertOnceSink(resources.db(), "geofence_events")
-    async for events in stream.take(500, within=0.2):
-        RECORDS.labels("store_geofence_events").inc(len(events))
-        docs = [
+
+    async def write(records: Sequence[EventT]) -> None:
+        await sink.write([
             {**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id)}
-            for e in events
+            for e in (r.value for r in records)
             if isinstance(e, GeofenceEvent)
-        ]
-        await sink.write(docs)
+        ])  # fmt: skip
+
+    async for records in batches(stream, 500, 0.2):
+        RECORDS.labels("store_geofence_events").inc(len(records))
+        await isolated("store_geofence_events", records, write)
 
 
 def booking_doc(e: BookingEvent) -> dict[str, Any]:
@@ -104,10 +126,14 @@ async def store_bookings(stream):  # type: ignore[no-untyped-def]
     """Every booking event once (``booking_events``, by event id) and each booking's latest version (``bookings``)."""
     db = resources.db()
     history, latest = InsertOnceSink(db, "booking_events"), LatestSink(db, "bookings", "version")
-    async for events in stream.take(500, within=0.2):
-        RECORDS.labels("store_bookings").inc(len(events))
-        mine = [e for e in events if isinstance(e, BookingEvent)]
+
+    async def write(records: Sequence[EventT]) -> None:
+        mine = [e for e in (r.value for r in records) if isinstance(e, BookingEvent)]
         await history.write([{**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id),
                               "booking_id": str(e.booking_id), "command_id": str(e.command_id)}
                              for e in mine])  # fmt: skip
         await latest.write([booking_doc(e) for e in mine])
+
+    async for records in batches(stream, 500, 0.2):
+        RECORDS.labels("store_bookings").inc(len(records))
+        await isolated("store_bookings", records, write)

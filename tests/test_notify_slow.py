@@ -112,7 +112,7 @@ def test_a_stalled_socket_is_closed_and_does_not_delay_the_others(api: Pipeline,
     assert 0 < len(data) < MESSAGES * len(BODY_PAD) // 2, len(data)
 
     def metrics() -> str:
-        return httpx.get(f"{api.url}/metrics", timeout=10).text
+        return httpx.get(f"{api.url}/metrics", headers=api.headers(api.admin), timeout=10).text
 
     assert "fleetstream_notify_dropped_total 1.0" in metrics()  # counted for operators
     assert wait_for(lambda: "fleetstream_notify_sockets 0.0" in metrics(), 10, 0.2)  # both gone, unbound

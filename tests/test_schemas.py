@@ -27,7 +27,7 @@ from schemas import (
 from schemas.codec import encode_with_pings
 from schemas.track import bucket_from_record, bucket_pings, track_bucket
 
-ident = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
+ident = st.from_regex(r"[A-Za-z0-9_\-]{1,64}", fullmatch=True)
 instant = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 lat = st.floats(-90, 90, allow_nan=False)
 lon = st.floats(-180, 180, allow_nan=False)
@@ -311,3 +311,81 @@ def test_each_deployment_names_its_own_redis_database() -> None:
     assert Settings(redis_url=None).redis_dsn.endswith("/1")  # this test run's own (tests/conftest.py)
     with pytest.raises(ValueError):
         Settings(redis_db=16)
+
+
+@pytest.mark.parametrize("bad", ["a.b", "a:b", "a*", "a#", "a b", "a/b", "", "x" * 65])
+def test_ids_are_restricted_to_a_key_safe_alphabet(bad: str) -> None:
+    """A dot, star or colon in an id would form another driver's Redis key or RabbitMQ routing key."""
+    now = datetime.now(UTC)
+    with pytest.raises(ValidationError):
+        GpsPing(driver_id=bad, seq=1, ts=now, lat=0, lon=0)
+
+
+@pytest.mark.parametrize(
+    "ts", ["0001-01-01T00:30:00+05:00", "9999-12-31T23:30:00-05:00", "0001-01-01T00:00:00+00:01"]
+)
+def test_timestamps_that_overflow_in_utc_are_a_validation_error(ts: str) -> None:
+    """Not an OverflowError (a 500 at the API): pings, booking windows and events alike."""
+    from schemas.bookings import TimeWindow
+
+    with pytest.raises(ValidationError, match="out of range"):
+        IngestPing.model_validate({"driver_id": "d", "seq": 1, "ts": ts, "lat": 0, "lon": 0})
+    with pytest.raises(ValidationError, match="out of range"):
+        TimeWindow.model_validate({"start": ts, "end": "2030-01-01T00:00:00Z"})
+
+
+def test_service_points_stay_inside_the_geo_index_range() -> None:
+    from schemas.base import GEO_MAX_LAT, ServicePoint
+
+    assert ServicePoint(lat=GEO_MAX_LAT, lon=0).lat == GEO_MAX_LAT
+    with pytest.raises(ValidationError):
+        ServicePoint(lat=86, lon=0)
+    assert GeoPoint(lat=86, lon=0).lat == 86  # a fix there is still valid WGS84
+
+
+async def test_isolate_dead_letters_only_the_items_that_fail_alone() -> None:
+    """The poison-record harness: a batch that fails is re-run item by item, in memory."""
+    from streams.poison import isolate
+
+    done: list[int] = []
+    dead: list[tuple[int, str]] = []
+
+    async def run(items: list[int]) -> None:
+        if 13 in items:
+            raise ValueError("unlucky")
+        done.extend(items)
+
+    async def bury(item: int, exc: BaseException) -> None:
+        dead.append((item, str(exc)))
+
+    assert await isolate([1, 13, 2], run, bury, 1.0, "t") == 1
+    assert done == [1, 2] and dead == [(13, "unlucky")]
+    done.clear()
+    assert await isolate([3, 4], run, bury, 1.0, "t") == 0 and done == [3, 4]
+
+
+async def test_isolate_waits_out_a_server_and_then_gives_up() -> None:
+    """Transient errors are retried (a restarting Redis), not dead-lettered; past the budget the step stops."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from streams.poison import ServerUnavailable, isolate, transient
+
+    calls = 0
+
+    async def flaky(items: list[int]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RedisConnectionError("connection refused")
+
+    async def bury(item: int, exc: BaseException) -> None:
+        raise AssertionError("a transient failure must not dead-letter")
+
+    assert await isolate([1, 2], flaky, bury, 5.0, "t") == 0 and calls == 3
+
+    async def down(items: list[int]) -> None:
+        raise RedisConnectionError("connection refused")
+
+    with pytest.raises(ServerUnavailable):
+        await isolate([1], down, bury, 0.3, "t")
+    assert transient(RuntimeError("Connection was not opened")) and not transient(ValueError("bad lat"))

@@ -143,8 +143,8 @@ async def test_http_pings_reach_redis_api_mongo_rabbit_and_fences(
         # The Redis bucket directory and the plain MongoDB query agree.
         from sinks.mongo import read_track
 
-        via_index = await read_track(mongo, driver, after_seq=5, limit=30, redis=rds)
-        via_query = await read_track(mongo, driver, after_seq=5, limit=30)
+        via_index = await read_track(mongo, driver, cursor=5, limit=30, redis=rds)
+        via_query = await read_track(mongo, driver, cursor=5, limit=30)
         assert [p["seq"] for p in via_index] == [p["seq"] for p in via_query] == list(range(6, 36))
 
         events = await fences.collect(

@@ -153,3 +153,69 @@ async def test_an_agent_error_stops_the_worker_and_its_restart_processes_the_bat
         if server.returncode is None:
             server.kill()
             await server.wait()
+
+
+POISON_STEPS = ("clean", "driver_state", "geofence", "publish", "eta", "store_pings")
+
+
+async def test_a_poison_record_in_any_step_is_dead_lettered_and_stops_nothing(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """Each step fails on one driver's records (fault injection); a fix at latitude 86 is real data.
+
+    The records go in together, so they share batches with good drivers' records. Every
+    poison record is dead-lettered naming its step, every other driver's pings are
+    processed (in the same batch), and the worker stays up.
+    """
+    import json
+
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from schemas.base import GEO_MAX_LAT
+    from streams.keys import GEO_KEY
+    from tests.test_telemetry import stored_seqs
+
+    poison = {step: f"poison-{step.replace('_', '-')}-{uid}" for step in POISON_STEPS}
+    good = [f"good-{i}-{uid}" for i in range(6)]
+    polar = f"polar-{uid}"
+    p = Pipeline(stack, tmp_path, f"test-{uuid.uuid4().hex[:8]}", FLEETSTREAM_FAULT_POISON=json.dumps(poison))
+    p.env["FLEETSTREAM_AGENTS"] = "clean,driver_state,geofence,publish,eta,store"
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    r = Redis.from_url(stack.redis_dsn)
+    mongo = AsyncIOMotorClient(stack.mongo_dsn, tz_aware=True)
+    try:
+        p.start_worker()
+        async with TopicTail(stack, "telemetry.dlq") as dlq:
+            raw = stack.topic("telemetry.raw")
+            drivers = [*good[:3], *poison.values(), *good[3:]]
+            sends = [producer.send(raw, encode(batch(d, 0, t0)), key=d.encode()) for d in drivers]
+            polar_batch = batch(polar, 0, t0)
+            polar_batch = polar_batch.model_copy(
+                update={"pings": [q.model_copy(update={"lat": 86.0 + q.seq * 1e-5}) for q in polar_batch.pings]}
+            )
+            sends.append(producer.send(raw, encode(polar_batch), key=polar.encode()))
+            for fut in await asyncio.gather(*sends):
+                await fut
+            dead = await dlq.collect(
+                lambda v: isinstance(v, DeadLetter) and v.reason == "step_failed" and v.key in poison.values(),
+                count=len(poison), timeout=60,
+            )  # fmt: skip
+
+            async def state(d: str) -> dict[bytes, bytes]:
+                return await r.hgetall(driver_key(d))
+
+            for d in [*good, polar, poison["geofence"], poison["publish"], poison["eta"]]:
+                assert await wait_async(lambda d=d: state(d), lambda h: h and int(h[b"seq"]) == 2, 30), d
+            db = mongo[stack.mongo_db]
+            for d in [*good, poison["driver_state"]]:
+                assert await wait_async(lambda d=d: stored_seqs(db, d), lambda s: s == [0, 1, 2], 30), d
+            assert not await state(poison["clean"]) and not await state(poison["driver_state"])
+            assert p.worker is not None and p.worker.popen.poll() is None, p.worker.output()[-3000:]
+    finally:
+        p.stop()
+        mongo.close()
+    assert sorted((d.step, d.key) for d in dead) == sorted(poison.items()), [(d.step, d.key) for d in dead]
+    polar_state = await r.hgetall(driver_key(polar))
+    assert float(polar_state[b"lat"]) > GEO_MAX_LAT  # kept in its state, out of the geo index
+    assert await r.geopos(GEO_KEY, polar) == [None]
+    await r.aclose()

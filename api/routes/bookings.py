@@ -23,8 +23,8 @@ from pydantic import Field
 from api.deps import PrincipalDep, ResourcesDep
 from api.resources import Resources
 from api.security import Principal, issue_share_token
-from schemas import BookingCommand, BookingStatus, GeoPoint, encode
-from schemas.base import Model, ShortText
+from schemas import BookingCommand, BookingStatus, encode
+from schemas.base import Model, ServicePoint, ShortText
 from schemas.bookings import ParcelSize, TimeWindow
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
@@ -34,8 +34,8 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 
 
 class BookingIn(Model):
-    pickup: GeoPoint
-    dropoff: GeoPoint
+    pickup: ServicePoint
+    dropoff: ServicePoint
     parcel_size: ParcelSize = ParcelSize.medium
     notes: ShortText | None = None
     window: TimeWindow | None = None

@@ -3,37 +3,84 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
-from schemas.base import Ident, Latitude, Longitude
+from schemas.base import GEO_MAX_LAT, Ident, Longitude
 from sinks.mongo import read_track
 from streams.keys import GEO_KEY, SEEN_KEY, driver_key
 
 router = APIRouter(prefix="/v1/drivers", tags=["drivers"])
 
 _FLOATS = ("lat", "lon", "speed_mps", "heading_deg", "seen")
+#: What the geo index can search around: Redis's GEO range (Web Mercator), not all of WGS84.
+GeoLatitude = Annotated[float, Field(ge=-GEO_MAX_LAT, le=GEO_MAX_LAT, allow_inf_nan=False)]
+#: A cursor is a ping seq (at most 2**53, as in ``GpsPing``) or -1 for "from the start".
+Cursor = Annotated[int, Query(ge=-1, le=2**53, description="cursor: next_cursor of the previous page")]
 
 
-def _state(driver_id: str, h: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"driver_id": driver_id, "status": h.get("status"), "ts": h.get("ts")}
-    for k in _FLOATS:
-        out[k] = float(h[k]) if h.get(k) else None
-    out["seq"] = int(h["seq"]) if h.get("seq") else None
-    return out
+class DriverState(BaseModel):
+    driver_id: str
+    status: str | None = None
+    ts: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    speed_mps: float | None = None
+    heading_deg: float | None = None
+    seen: float | None = None
+    seq: int | None = None
 
 
-@router.get("")
+class NearbyDriver(DriverState):
+    distance_m: float
+
+
+class TrackPing(BaseModel):
+    seq: int
+    ts: datetime
+    lat: float
+    lon: float
+    accuracy_m: float | None = None
+    speed_mps: float | None = None
+    heading_deg: float | None = None
+
+
+class Track(BaseModel):
+    driver_id: str
+    order: Literal["asc", "desc"]
+    pings: list[TrackPing]
+    #: Pass as ``cursor`` (with the same ``order``) for the next page; None when this page was the last.
+    next_cursor: int | None
+    #: The same as ``next_cursor`` for ``order=asc`` (the name earlier clients follow).
+    next_after_seq: int | None
+
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "missing or invalid bearer token"},
+    403: {"description": "not allowed for this caller"},
+    429: {"description": "too many reads by this caller; see Retry-After"},
+}
+
+
+def _state(driver_id: str, h: dict[str, str]) -> DriverState:
+    floats = {k: float(h[k]) if h.get(k) else None for k in _FLOATS}
+    seq = int(h["seq"]) if h.get("seq") else None
+    return DriverState(driver_id=driver_id, status=h.get("status"), ts=h.get("ts"), seq=seq, **floats)
+
+
+@router.get("", response_model=list[DriverState], responses=_ERRORS)
 async def fleet(
     res: ResourcesDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
-) -> list[dict[str, Any]]:
+) -> list[DriverState]:
     """Every driver seen recently (online or busy), most recent first: the dispatcher's map on open."""
     if not principal.sees_all_drivers:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins see the whole fleet")
+    await res.reads.hit(principal.subject)
     ids = await res.redis.zrevrange(SEEN_KEY, 0, limit - 1)
     pipe = res.redis.pipeline(transaction=False)
     for d in ids:
@@ -42,15 +89,15 @@ async def fleet(
     return [_state(d, h) for d, h in zip(ids, states, strict=True) if h]
 
 
-@router.get("/nearby")
+@router.get("/nearby", response_model=list[NearbyDriver], responses=_ERRORS)
 async def nearby(
     res: ResourcesDep,
     principal: PrincipalDep,
-    lat: Annotated[Latitude, Query()],
+    lat: Annotated[GeoLatitude, Query()],
     lon: Annotated[Longitude, Query()],
     radius_m: Annotated[float, Query(gt=0, le=100_000)] = 5000,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
-) -> list[dict[str, Any]]:
+) -> list[NearbyDriver]:
     """Online, available drivers nearest first (dispatchers and admins)."""
     if not principal.sees_all_drivers:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins search for drivers")
@@ -62,11 +109,14 @@ async def nearby(
     for name, _ in found:
         pipe.hgetall(driver_key(name))
     states = await pipe.execute()
-    return [{**_state(name, h), "distance_m": dist} for (name, dist), h in zip(found, states, strict=True)]
+    return [
+        NearbyDriver(**_state(name, h).model_dump(), distance_m=dist)
+        for (name, dist), h in zip(found, states, strict=True)
+    ]
 
 
-@router.get("/{driver_id}")
-async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
+@router.get("/{driver_id}", response_model=DriverState, responses={**_ERRORS, 404: {"description": "no live state"}})
+async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep) -> DriverState:
     can_read_driver(principal, driver_id)
     h = await res.redis.hgetall(driver_key(driver_id))
     if not h:
@@ -74,20 +124,34 @@ async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDe
     return _state(driver_id, h)
 
 
-@router.get("/{driver_id}/track")
+@router.get("/{driver_id}/track", response_model=Track, responses=_ERRORS)
 async def track(
     driver_id: Ident,
     res: ResourcesDep,
     principal: PrincipalDep,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: Annotated[datetime | None, Query()] = None,
-    after_seq: Annotated[int | None, Query(ge=-1, description="cursor: next_after_seq of the previous page")] = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="with a timezone")] = None,
+    to: Annotated[AwareDatetime | None, Query(description="exclusive, with a timezone")] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="asc: oldest first; desc: newest first")] = "asc",
+    cursor: Cursor = -1,
+    after_seq: Annotated[int | None, Query(ge=-1, le=2**53, description="older name of cursor (asc)")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-) -> dict[str, Any]:
-    """Pings in sequence (= time) order; follow ``next_after_seq`` for the next page."""
+) -> Track:
+    """Pings of a time range, oldest or newest first, a page at a time: follow ``next_cursor``.
+
+    A read costs its page (bucket directory pages in Redis, buckets by ``_id``), never the
+    driver's whole history, and reads are rate-limited per caller.
+    """
     can_read_driver(principal, driver_id)
-    cursor = -1 if after_seq is None else after_seq
-    pings = await read_track(res.db, driver_id, from_, to, cursor, limit, redis=res.redis)
-    for p in pings:
-        p["ts"] = p["ts"].isoformat()
-    return {"driver_id": driver_id, "pings": pings, "next_after_seq": pings[-1]["seq"] if len(pings) == limit else None}
+    await res.reads.hit(principal.subject)
+    if after_seq is not None and cursor == -1:
+        cursor = after_seq
+    desc = order == "desc"
+    pings = await read_track(res.db, driver_id, from_, to, cursor, limit, redis=res.redis, newest_first=desc)
+    nxt = pings[-1]["seq"] if len(pings) == limit else None
+    return Track(
+        driver_id=driver_id,
+        order=order,
+        pings=[TrackPing(**p) for p in pings],
+        next_cursor=nxt,
+        next_after_seq=None if desc else nxt,
+    )

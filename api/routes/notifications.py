@@ -24,6 +24,15 @@ from api.security import Principal
 
 router = APIRouter(tags=["notifications"])
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_U64 = 2**64 - 1
+
+
+def valid_after(after: str) -> bool:
+    """A Redis stream id ``ms-seq`` that XRANGE's exclusive start accepts (each part a u64, not the last id)."""
+    if not STREAM_ID.match(after):
+        return False
+    ms, seq = stream_id(after)
+    return ms <= _U64 and seq <= _U64 and (ms, seq) != (_U64, _U64)
 
 
 def audience(principal: Principal) -> tuple[str, list[str]]:
@@ -49,7 +58,7 @@ async def notifications(ws: WebSocket) -> None:
         await ws.close(code=4401, reason="missing or invalid token")
         return
     after = ws.query_params.get("after")
-    if after is not None and not STREAM_ID.match(after):
+    if after is not None and not valid_after(after):
         await ws.close(code=1008, reason="after must be the id of a message received before")
         return
     scope, patterns = audience(principal)

@@ -6,15 +6,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Path, status
 
-from api.deps import PrincipalDep, ResourcesDep, require
+from api.deps import ResourcesDep, require
 from api.resources import Resources
 from api.security import Principal
 from schemas import ZoneIn
+from schemas.base import Ident
+
+ZoneId = Annotated[Ident, Path()]
 
 router = APIRouter(prefix="/v1/zones", tags=["zones"])
 Editor = Annotated[Principal, Depends(require("dispatcher", "admin"))]
+#: Zones are the operator's map (depots, no-go areas, customers' sites): staff and drivers
+#: read them, customers and tracking-link viewers do not.
+Reader = Annotated[Principal, Depends(require("dispatcher", "admin", "driver"))]
 
 
 def _out(doc: dict[str, Any]) -> dict[str, Any]:
@@ -34,12 +40,12 @@ async def create_zone(zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, A
 
 
 @router.get("")
-async def list_zones(res: ResourcesDep, _: PrincipalDep) -> list[dict[str, Any]]:
+async def list_zones(res: ResourcesDep, _: Reader) -> list[dict[str, Any]]:
     return [_out(d) async for d in res.db.zones.find({}).sort("name", 1)]
 
 
 @router.get("/{zone_id}")
-async def get_zone(zone_id: str, res: ResourcesDep, _: PrincipalDep) -> dict[str, Any]:
+async def get_zone(zone_id: ZoneId, res: ResourcesDep, _: Reader) -> dict[str, Any]:
     doc = await res.db.zones.find_one({"_id": zone_id})
     if doc is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
@@ -47,7 +53,7 @@ async def get_zone(zone_id: str, res: ResourcesDep, _: PrincipalDep) -> dict[str
 
 
 @router.put("/{zone_id}")
-async def replace_zone(zone_id: str, zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
+async def replace_zone(zone_id: ZoneId, zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
     doc = {**zone.model_dump(mode="json"), "updated_at": datetime.now(UTC)}
     result = await res.db.zones.replace_one({"_id": zone_id}, doc)
     if result.matched_count == 0:
@@ -57,7 +63,7 @@ async def replace_zone(zone_id: str, zone: ZoneIn, res: ResourcesDep, _: Editor)
 
 
 @router.delete("/{zone_id}", status_code=204)
-async def delete_zone(zone_id: str, res: ResourcesDep, _: Editor) -> None:
+async def delete_zone(zone_id: ZoneId, res: ResourcesDep, _: Editor) -> None:
     result = await res.db.zones.delete_one({"_id": zone_id})
     if result.deleted_count == 0:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")

@@ -28,11 +28,13 @@ http {{
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     upstream fleetstream_api {{
 {upstreams}
-        keepalive 64;
+        keepalive 256;
+        keepalive_timeout 60s;
     }}
     server {{
         listen {s.host}:{s.nginx_port};
         location = /nginx-health {{ return 200 "ok\\n"; }}
+        location = /metrics {{ return 404; }}
         location / {{
             proxy_pass http://fleetstream_api;
             proxy_http_version 1.1;
@@ -41,6 +43,10 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_read_timeout 3600s;
+            # A replica that refuses or drops a connection: the request goes to the next one.
+            # nginx never retries a POST that may have reached the API (non_idempotent is off).
+            proxy_next_upstream error timeout http_502;
+            proxy_next_upstream_tries 2;
         }}
     }}
 }}
