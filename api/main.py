@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ErrorBarrier
 from api.fastpath import TelemetryFastPath
@@ -14,6 +15,13 @@ from api.resources import Resources
 from api.routes import auth, bookings, devices, drivers, health, metrics, notifications, telemetry, web, zones
 from fleetstream.config import get_settings
 from fleetstream.runtime import tune_gc
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own errors, except that a body that is not JSON is a 422 like any invalid input (ingest's too)."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = 422 if exc.status_code == 400 else exc.status_code
+    return ORJSONResponse({"detail": exc.detail}, status_code=code, headers=exc.headers)
 
 
 def create_app() -> FastAPI:
@@ -30,6 +38,7 @@ def create_app() -> FastAPI:
     # Telemetry first: routes are matched in order, and its POST is most of all requests.
     for module in (telemetry, health, metrics, auth, bookings, notifications, devices, drivers, zones, web):
         app.include_router(module.router)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
     app.add_middleware(TelemetryFastPath)  # the telemetry POST before the router (api/fastpath.py)
     app.add_middleware(ErrorBarrier)  # outermost: an exception never closes the connection (api/errors.py)

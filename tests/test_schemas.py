@@ -321,9 +321,7 @@ def test_ids_are_restricted_to_a_key_safe_alphabet(bad: str) -> None:
         GpsPing(driver_id=bad, seq=1, ts=now, lat=0, lon=0)
 
 
-@pytest.mark.parametrize(
-    "ts", ["0001-01-01T00:30:00+05:00", "9999-12-31T23:30:00-05:00", "0001-01-01T00:00:00+00:01"]
-)
+@pytest.mark.parametrize("ts", ["0001-01-01T00:30:00+05:00", "9999-12-31T23:30:00-05:00", "0001-01-01T00:00:00+00:01"])
 def test_timestamps_that_overflow_in_utc_are_a_validation_error(ts: str) -> None:
     """Not an OverflowError (a 500 at the API): pings, booking windows and events alike."""
     from schemas.bookings import TimeWindow

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from api.accounts import AccountError, Accounts, create_user, public
 from api.deps import AdminDep, PrincipalDep, ResourcesDep
+from api.responses import errors
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], responses=errors(401, 403, 409, 429))
 
 Password = Annotated[str, Field(min_length=10, max_length=256)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]

@@ -22,12 +22,13 @@ from pydantic import Field
 
 from api.deps import PrincipalDep, ResourcesDep
 from api.resources import Resources
+from api.responses import errors
 from api.security import Principal, issue_share_token
 from schemas import BookingCommand, BookingStatus, encode
 from schemas.base import Model, ServicePoint, ShortText
 from schemas.bookings import ParcelSize, TimeWindow
 
-router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
+router = APIRouter(prefix="/v1/bookings", tags=["bookings"], responses=errors(401, 403, 404, 409))
 _IDEM_NS = uuid.UUID("0b7f3c55-3f5e-4d0e-8a8e-5d2f1f0b6c21")
 IDEM_TTL_S = 24 * 3600
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]

@@ -9,10 +9,11 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from api.accounts import AccountError, ensure_driver_account
 from api.deps import AdminDep, PrincipalDep, ResourcesDep
+from api.responses import errors
 from api.security import hash_secret, new_device_token
 from schemas.base import Ident
 
-router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"], responses=errors(401, 403, 404))
 DriverId = Annotated[Ident, Path()]
 
 

@@ -9,11 +9,12 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
+from api.responses import errors
 from schemas.base import GEO_MAX_LAT, Ident, Longitude
 from sinks.mongo import read_track
 from streams.keys import GEO_KEY, SEEN_KEY, driver_key
 
-router = APIRouter(prefix="/v1/drivers", tags=["drivers"])
+router = APIRouter(prefix="/v1/drivers", tags=["drivers"], responses=errors(401, 403, 404, 429))
 
 _FLOATS = ("lat", "lon", "speed_mps", "heading_deg", "seen")
 #: What the geo index can search around: Redis's GEO range (Web Mercator), not all of WGS84.
@@ -58,20 +59,13 @@ class Track(BaseModel):
     next_after_seq: int | None
 
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "missing or invalid bearer token"},
-    403: {"description": "not allowed for this caller"},
-    429: {"description": "too many reads by this caller; see Retry-After"},
-}
-
-
 def _state(driver_id: str, h: dict[str, str]) -> DriverState:
     floats = {k: float(h[k]) if h.get(k) else None for k in _FLOATS}
     seq = int(h["seq"]) if h.get("seq") else None
     return DriverState(driver_id=driver_id, status=h.get("status"), ts=h.get("ts"), seq=seq, **floats)
 
 
-@router.get("", response_model=list[DriverState], responses=_ERRORS)
+@router.get("", response_model=list[DriverState])
 async def fleet(
     res: ResourcesDep,
     principal: PrincipalDep,
@@ -89,7 +83,7 @@ async def fleet(
     return [_state(d, h) for d, h in zip(ids, states, strict=True) if h]
 
 
-@router.get("/nearby", response_model=list[NearbyDriver], responses=_ERRORS)
+@router.get("/nearby", response_model=list[NearbyDriver])
 async def nearby(
     res: ResourcesDep,
     principal: PrincipalDep,
@@ -115,7 +109,7 @@ async def nearby(
     ]
 
 
-@router.get("/{driver_id}", response_model=DriverState, responses={**_ERRORS, 404: {"description": "no live state"}})
+@router.get("/{driver_id}", response_model=DriverState)
 async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep) -> DriverState:
     can_read_driver(principal, driver_id)
     h = await res.redis.hgetall(driver_key(driver_id))
@@ -124,7 +118,7 @@ async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDe
     return _state(driver_id, h)
 
 
-@router.get("/{driver_id}/track", response_model=Track, responses=_ERRORS)
+@router.get("/{driver_id}/track", response_model=Track)
 async def track(
     driver_id: Ident,
     res: ResourcesDep,

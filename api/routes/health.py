@@ -7,7 +7,9 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse
 
-router = APIRouter(tags=["health"])
+from api.responses import errors
+
+router = APIRouter(tags=["health"], responses=errors())
 
 
 @router.get("/healthz")

@@ -11,10 +11,11 @@ from fastapi.responses import ORJSONResponse
 from api.deps import PrincipalDep, ResourcesDep
 from api.ingest import IngestError, extract_pings, ingest, parse_body
 from api.resources import Resources
+from api.responses import errors
 from api.security import Principal
 from fleetstream.config import Settings
 
-router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
+router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"], responses=errors(401, 403, 413))
 
 
 @router.post("", status_code=202, responses={413: {}, 422: {}, 503: {}})

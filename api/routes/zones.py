@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from api.deps import ResourcesDep, require
 from api.resources import Resources
+from api.responses import errors
 from api.security import Principal
 from schemas import ZoneIn
 from schemas.base import Ident
 
 ZoneId = Annotated[Ident, Path()]
 
-router = APIRouter(prefix="/v1/zones", tags=["zones"])
+router = APIRouter(prefix="/v1/zones", tags=["zones"], responses=errors(401, 403, 404))
 Editor = Annotated[Principal, Depends(require("dispatcher", "admin"))]
 #: Zones are the operator's map (depots, no-go areas, customers' sites): staff and drivers
 #: read them, customers and tracking-link viewers do not.
