@@ -12,7 +12,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.errors import ErrorBarrier
 from api.fastpath import TelemetryFastPath
 from api.resources import Resources
-from api.routes import auth, bookings, devices, drivers, health, metrics, notifications, telemetry, web, zones
+from api.routes import (
+    auth,
+    bookings,
+    devices,
+    drivers,
+    health,
+    metrics,
+    notifications,
+    osmand,
+    telemetry,
+    web,
+    zones,
+)
 from fleetstream.config import get_settings
 from fleetstream.runtime import tune_gc
 
@@ -36,7 +48,7 @@ def create_app() -> FastAPI:
 
     app = FastAPI(title="Fleetstream", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
     # Telemetry first: routes are matched in order, and its POST is most of all requests.
-    for module in (telemetry, health, metrics, auth, bookings, notifications, devices, drivers, zones, web):
+    for module in (telemetry, osmand, health, metrics, auth, bookings, notifications, devices, drivers, zones, web):
         app.include_router(module.router)
     app.add_exception_handler(StarletteHTTPException, http_error)
     web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names

@@ -402,3 +402,45 @@ def test_sigkill_mid_stream_loses_no_ping(stack: Settings, tmp_path, uid: str) -
     finally:
         stop.set()
         p.stop()
+
+
+async def test_tracker_apps_post_as_they_ship(pipeline: Pipeline, mongo, rds, uid: str) -> None:  # type: ignore[no-untyped-def]
+    """The exact requests of Traccar Client, OsmAnd and GPSLogger, with the device token in the server URL."""
+    from api.security import split_device_token
+
+    driver = f"osm-{uid}"
+    token = pipeline.device_token(driver)
+    base = f"{pipeline.url}/v1/osmand/{token}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    t = [now - timedelta(seconds=30 - 5 * i) for i in range(4)]
+    async with httpx.AsyncClient(timeout=10) as c:
+        # Traccar Client (Android/iOS): POST, fields in the query string, epoch seconds, speed in knots.
+        query = f"id=123456&timestamp={int(t[0].timestamp())}&lat=52.5200&lon=13.4050"
+        traccar = await c.post(f"{base}?{query}&speed=10.0&bearing=90.0&altitude=35.0&accuracy=5.0&batt=80.0")
+        # OsmAnd's online tracking: GET, epoch milliseconds, hdop.
+        osm = await c.get(f"{base}?id=123456&lat=52.5201&lon=13.4051&timestamp={int(t[1].timestamp() * 1000)}"
+                          "&hdop=3&altitude=35&speed=0")  # fmt: skip
+        # GPSLogger's custom URL, as a form body, ISO time.
+        form = {"lat": "52.5202", "lon": "13.4052", "timestamp": t[2].isoformat(), "accuracy": "8", "bearing": "360"}
+        gpslogger = await c.post(base, data=form)
+        again = await c.post(base, data=form)  # a resend after a lost answer: accepted, then dropped as a duplicate
+        no_fix = await c.get(f"{base}?id=1&timestamp={int(t[3].timestamp())}")
+        garbage = await c.get(f"{base}?lat=52.5&lon=13.4&timestamp=yesterday")
+        polar = await c.get(f"{base}?lat=95&lon=13.4")
+        unknown = await c.get(f"{pipeline.url}/v1/osmand/fsd_nope.nope?lat=52.5&lon=13.4")
+        assert [r.status_code for r in (traccar, osm, gpslogger, again)] == [200] * 4, traccar.text
+        assert no_fix.status_code == 422 and "lat and lon" in no_fix.json()["detail"]
+        assert garbage.status_code == 422 and "timestamp" in garbage.json()["detail"]
+        assert polar.status_code == 422 and unknown.status_code == 401
+        seqs = [int(x.timestamp() * 1000) for x in t[:3]]
+        assert await eventually(lambda: _ge(lambda: _len(stored_seqs(mongo, driver)), 3))
+        assert sorted(await stored_seqs(mongo, driver)) == seqs
+        state = await rds.hgetall(f"driver:{driver}")
+        assert int(state["seq"]) == seqs[2] and float(state["heading_deg"]) == 0.0
+        # Revoked: the URL stops working (after the token cache, 0 s in these tests).
+        parts = split_device_token(token)
+        assert parts is not None
+        gone = await c.delete(f"{pipeline.url}/v1/devices/{parts[0]}", headers=pipeline.headers(pipeline.admin))
+        assert gone.status_code == 204
+        after = await c.get(f"{base}?lat=52.5203&lon=13.4053")
+        assert after.status_code == 401
