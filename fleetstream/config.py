@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     #: A worker whose agent crashed exits this many seconds later even if its shutdown hangs,
     #: so that a restart-on-exit supervisor always restarts it.
     crash_exit_s: float = 5.0
+    #: How often a worker looks for records Faust dropped without delivering (``streams.app.GapRepair``).
+    gap_check_s: float = 10.0
     #: Fault injection for tests and drills: step name -> a driver id whose records that step
     #: fails on (``{"driver_state": "poison-1"}``), to prove a poison record stops nothing else.
     fault_poison: dict[str, str] = Field(default_factory=dict)

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 from faust.types import Message
+from prometheus_client import Counter
 
 from fleetstream.config import Settings, get_settings
 from schemas import DeadLetter, deterministic_event_id, encode
@@ -161,6 +162,48 @@ async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
     await asyncio.Event().wait()
 
 
+class GapRepair:
+    """Re-reads records that Faust dropped in process, so the committed offset can pass them.
+
+    Faust commits a partition only up to its first offset that was never acked. A record
+    that its fetcher read but never delivered (cancelled while the flow was suspended for a
+    rebalance) is never acked: the group's committed offset then froze on that partition
+    while the worker went on processing it, every restart replayed everything after it, and
+    the lag never returned to 0 (a lag-based autoscaler would scale up for good). A hole
+    below the acked offsets that nothing in flight covers, and that is still there at the
+    next check, is such a record: the partition is sought back to the committed offset and
+    read again (steps are replay-safe; acked offsets are not acked twice).
+    """
+
+    def __init__(self) -> None:
+        self.suspects: dict[Any, int] = {}
+
+    def holes(self) -> dict[Any, int]:
+        consumer = app.consumer
+        in_flight = {(m.tp, m.offset) for m in list(consumer._unacked_messages)}
+        out = {}
+        for tp, acked in list(consumer._acked.items()):
+            committed = consumer._committed_offset.get(tp)
+            if not acked or committed is None:
+                continue
+            first = min(acked)
+            if first > committed and not any((tp, o) in in_flight for o in range(committed, first)):
+                out[tp] = committed
+        return out
+
+    async def check(self) -> None:
+        found = self.holes()
+        for tp, committed in found.items():
+            if self.suspects.get(tp) == committed:
+                REPAIRED_GAPS.inc()
+                log.warning("offsets %s of %s were never delivered: reading again from %s", committed, tp, committed)
+                await app.consumer.seek(tp, committed)
+        self.suspects = found
+
+
+REPAIRED_GAPS = Counter("fleetstream_offset_gaps_repaired_total", "Partitions sought back over an undelivered record")
+
+
 def load_agents(names: list[str] | None = None) -> list[str]:
     chosen = names or list(AGENT_MODULES)
     unknown = [n for n in chosen if n not in AGENT_MODULES]
@@ -172,4 +215,5 @@ def load_agents(names: list[str] | None = None) -> list[str]:
     importlib.import_module("streams.pipeline").build(chosen)  # one agent for the telemetry steps among them
     for agent in app.agents.values():
         agent._on_error = stop_on_agent_error  # Faust's hook; set here so every agent, ours or yours, has it
+    app.timer(interval=get_settings().gap_check_s, name="streams.app.repair_gaps")(GapRepair().check)
     return chosen

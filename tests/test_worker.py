@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from subprocess import DEVNULL
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -219,3 +220,107 @@ async def test_a_poison_record_in_any_step_is_dead_lettered_and_stops_nothing(  
     assert float(polar_state[b"lat"]) > GEO_MAX_LAT  # kept in its state, out of the geo index
     assert await r.geopos(GEO_KEY, polar) == [None]
     await r.aclose()
+
+
+async def committed_lag(stack: Settings, group: str, topic: str, detail: bool = False) -> Any:
+    """Records of ``topic`` past the group's committed offsets, over all partitions."""
+    from aiokafka import TopicPartition
+
+    from fleetstream.kafka import make_consumer
+    from streams.topics import TOPICS, partitions_for
+
+    spec = next(t for t in TOPICS if t.name == topic)
+    tps = [TopicPartition(stack.topic(topic), p) for p in range(partitions_for(spec, stack))]
+    consumer = make_consumer(stack, group_id=group)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        behind = {tp.partition: (ends[tp], (await consumer.committed(tp)) or 0) for tp in tps}
+        return behind if detail else sum(end - done for end, done in behind.values())
+    finally:
+        await consumer.stop()
+
+
+async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_ping(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """A server that stays down (the agent crashes) and kill -9, in turns, while pings flow.
+
+    Each crashed worker exits within seconds; after the last restart every ping Kafka
+    acknowledged is in MongoDB exactly once, and the committed offsets reach the end.
+    """
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from schemas.track import bucket_pings
+
+    port = free_port()
+    redis_cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    server = await asyncio.create_subprocess_exec(*redis_cmd, stdout=DEVNULL, stderr=DEVNULL)
+    group = f"test-crashes-{uid}"
+    env = {"FLEETSTREAM_REDIS_URL": f"redis://127.0.0.1:{port}/0", "FLEETSTREAM_AGENTS": "clean,driver_state,store",
+           "FLEETSTREAM_SERVER_RETRY_S": "1", "FLEETSTREAM_CRASH_EXIT_S": "3"}  # fmt: skip
+    p = Pipeline(stack, tmp_path, group, FLEETSTREAM_OFFLINE_CHECK_S="3600", **env)
+    drivers = [f"cr{i}-{uid}" for i in range(8)]
+    sent: dict[str, int] = dict.fromkeys(drivers, 0)
+    stop = asyncio.Event()
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+
+    async def produce() -> None:
+        raw, i = stack.topic("telemetry.raw"), 0
+        while not stop.is_set():
+            futs = [await producer.send(raw, encode(batch(d, i * 5, t0 + timedelta(seconds=i * 6), n=5)),
+                                        key=d.encode()) for d in drivers]  # fmt: skip
+            for d, fut in zip(drivers, futs, strict=True):
+                await fut  # acknowledged by Kafka: must be stored
+                sent[d] += 5
+            i += 1
+            await asyncio.sleep(0.25)
+
+    mongo = AsyncIOMotorClient(stack.mongo_dsn, tz_aware=True)
+    load = None
+    try:
+        p.start_worker()
+        load = asyncio.create_task(produce())
+        for round_ in range(4):
+            await asyncio.sleep(3)
+            assert p.worker is not None
+            if round_ % 2 == 0:  # Redis gone for longer than the retry budget: the agent crashes
+                server.kill()
+                await server.wait()
+                t_kill = asyncio.get_running_loop().time()
+                exited = await asyncio.to_thread(wait_for, lambda: p.worker.popen.poll() is not None, 30, 0.2)
+                assert exited, p.worker.output()[-4000:]
+                assert asyncio.get_running_loop().time() - t_kill < 15, "a crashed worker took too long to exit"
+                server = await asyncio.create_subprocess_exec(*redis_cmd, stdout=DEVNULL, stderr=DEVNULL)
+            else:
+                p.worker.popen.kill()
+                p.worker.popen.wait(10)
+            await asyncio.to_thread(p.start_worker)
+        stop.set()
+        await load
+        db = mongo[stack.mongo_db]
+        want = {d: list(range(n)) for d, n in sent.items()}
+
+        async def stored() -> dict[str, list[int]]:
+            # From MongoDB itself: the bucket directory lived in the Redis this test restarted empty.
+            out: dict[str, list[int]] = {d: [] for d in drivers}
+            async for doc in db.tracks.find({"driver_id": {"$in": drivers}}, {"pings": 1, "fmt": 1, "driver_id": 1}):
+                out[doc["driver_id"]] += [q["seq"] for q in bucket_pings(doc)]
+            return out
+
+        ok = await wait_async(stored, lambda got: all(sorted(got[d]) == want[d] for d in drivers), 120)
+        got = await stored()
+        assert ok, {d: (len(got[d]), len(want[d])) for d in drivers}
+        assert all(len(got[d]) == len(set(got[d])) for d in drivers), "a ping was stored twice"
+        lag_ok = await wait_async(lambda: committed_lag(stack, group, "telemetry.raw"), lambda lag: lag == 0, 60)
+        assert lag_ok, (await committed_lag(stack, group, "telemetry.raw", detail=True), p.worker.output()[-3000:])
+        assert await wait_async(lambda: committed_lag(stack, group, "telemetry.clean"), lambda lag: lag == 0, 60)
+    finally:
+        stop.set()
+        if load is not None and not load.done():
+            load.cancel()
+        p.stop()
+        mongo.close()
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
