@@ -1,0 +1,3 @@
+module fleetstream/benchmarks/phonefleet
+
+go 1.24

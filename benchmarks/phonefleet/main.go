@@ -1,0 +1,181 @@
+// Phone-fleet load generator: each device posts one fix per request at its own period.
+//
+// A compiled client, so that the load generator's own CPU does not decide the figure:
+// goroutines share keep-alive connections (net/http's pool), one ping per request, as
+// phones send them. About --catchup of the devices send one catch-up batch of 10-200
+// pings once, after a simulated gap. Writes a JSON summary on stdout at the end.
+//
+//	phonefleet --url http://127.0.0.1:8080 --tokens tokens.txt --duration 60s --period-min 1s --period-max 5s
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type device struct {
+	id, token string
+	seq       int64
+	lat, lon  float64
+}
+
+type stats struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	byStatus  map[int]int64
+	requests  atomic.Int64
+	pings     atomic.Int64
+	netErrors atomic.Int64
+}
+
+func (s *stats) record(code int, d time.Duration, pings int) {
+	s.mu.Lock()
+	s.byStatus[code]++
+	s.latencies = append(s.latencies, d)
+	s.mu.Unlock()
+	if code == 200 || code == 202 {
+		s.pings.Add(int64(pings))
+	}
+}
+
+func main() {
+	url := flag.String("url", "http://127.0.0.1:8080", "base URL (nginx)")
+	tokens := flag.String("tokens", "", "file: driver id and device token per line")
+	duration := flag.Duration("duration", 60*time.Second, "load duration")
+	pmin := flag.Duration("period-min", time.Second, "shortest period between a device's fixes")
+	pmax := flag.Duration("period-max", 5*time.Second, "longest period")
+	catchup := flag.Float64("catchup", 0.05, "share of devices sending one catch-up batch")
+	format := flag.String("format", "json", "json (POST /v1/telemetry) or osmand (POST /v1/osmand/{token})")
+	conns := flag.Int("conns", 256, "keep-alive connections")
+	flag.Parse()
+
+	devs := readTokens(*tokens)
+	tr := &http.Transport{MaxIdleConns: *conns, MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns,
+		IdleConnTimeout: 90 * time.Second}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	st := &stats{byStatus: map[int]int64{}}
+	start := time.Now()
+	deadline := start.Add(*duration)
+	var wg sync.WaitGroup
+	for i := range devs {
+		wg.Add(1)
+		go func(d *device, r *rand.Rand) {
+			defer wg.Done()
+			period := *pmin + time.Duration(r.Int63n(int64(*pmax-*pmin)+1))
+			time.Sleep(time.Duration(r.Int63n(int64(period)))) // devices do not start in step
+			catchUpAt := time.Time{}
+			if r.Float64() < *catchup {
+				catchUpAt = start.Add(time.Duration(r.Int63n(int64(*duration))))
+			}
+			for time.Now().Before(deadline) {
+				n := 1
+				if !catchUpAt.IsZero() && time.Now().After(catchUpAt) && *format == "json" {
+					// Offline for n seconds (a tunnel, no signal), then the fixes of the gap in one request.
+					n = 10 + r.Intn(191)
+					catchUpAt = time.Time{}
+					gap := time.Duration(n) * time.Second
+					if left := time.Until(deadline); gap >= left {
+						return // the gap outlasts the run: this device stays offline
+					}
+					time.Sleep(gap)
+				}
+				t0 := time.Now()
+				code := post(client, *url, *format, d, n, t0, r)
+				st.record(code, time.Since(t0), n)
+				st.requests.Add(1)
+				jitter := time.Duration(float64(period) * (0.9 + 0.2*r.Float64()))
+				if sleep := jitter - time.Since(t0); sleep > 0 {
+					time.Sleep(sleep)
+				}
+			}
+		}(&devs[i], rand.New(rand.NewSource(int64(i))))
+	}
+	wg.Wait()
+	elapsed := min(time.Since(start), *duration).Seconds() // a request still open at the deadline ends after it
+	sort.Slice(st.latencies, func(a, b int) bool { return st.latencies[a] < st.latencies[b] })
+	pct := func(p float64) float64 {
+		if len(st.latencies) == 0 {
+			return 0
+		}
+		return float64(st.latencies[int(p*float64(len(st.latencies)-1))].Microseconds()) / 1000
+	}
+	codes := map[string]int64{}
+	for k, v := range st.byStatus {
+		codes[fmt.Sprint(k)] = v
+	}
+	out := map[string]any{
+		"devices": len(devs), "elapsed_s": elapsed, "requests": st.requests.Load(),
+		"requests_per_s": float64(st.requests.Load()) / elapsed, "pings_accepted": st.pings.Load(),
+		"pings_accepted_per_s": float64(st.pings.Load()) / elapsed, "status": codes,
+		"latency_ms": map[string]float64{"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1)},
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+
+func readTokens(path string) []device {
+	f, err := os.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	var devs []device
+	sc := bufio.NewScanner(f)
+	for i := 0; sc.Scan(); i++ {
+		parts := strings.Fields(sc.Text())
+		if len(parts) != 2 {
+			continue
+		}
+		// Spread over the benchmark city (about 12 x 12 km around 52.52, 13.40).
+		devs = append(devs, device{id: parts[0], token: parts[1], lat: 52.46 + float64(i%97)*0.0012,
+			lon: 13.31 + float64(i%89)*0.002})
+	}
+	return devs
+}
+
+func post(c *http.Client, base, format string, d *device, n int, now time.Time, r *rand.Rand) int {
+	var req *http.Request
+	if format == "osmand" {
+		d.lat += (r.Float64() - 0.5) * 1e-4
+		d.lon += (r.Float64() - 0.5) * 1e-4
+		q := fmt.Sprintf("%s/v1/osmand/%s?id=%s&timestamp=%d&lat=%.6f&lon=%.6f&speed=%.1f&bearing=%.0f&accuracy=5",
+			base, d.token, d.id, now.UnixMilli(), d.lat, d.lon, r.Float64()*20, r.Float64()*359)
+		req, _ = http.NewRequest("POST", q, nil)
+	} else {
+		var b bytes.Buffer
+		b.WriteString(`{"pings":[`)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			d.seq++
+			d.lat += (r.Float64() - 0.5) * 1e-4
+			d.lon += (r.Float64() - 0.5) * 1e-4
+			ts := now.Add(time.Duration(i-n+1) * time.Second).UTC().Format("2006-01-02T15:04:05.000Z")
+			fmt.Fprintf(&b, `{"seq":%d,"ts":"%s","lat":%.6f,"lon":%.6f,"accuracy_m":5,"speed_mps":%.1f}`,
+				d.seq, ts, d.lat, d.lon, r.Float64()*15)
+		}
+		b.WriteString(`]}`)
+		req, _ = http.NewRequest("POST", base+"/v1/telemetry", &b)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+d.token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
