@@ -96,6 +96,8 @@ class Resources:
             log.warning("could not ensure MongoDB indexes at start-up: %s", exc)
         hub = NotificationHub(settings)
         hub.start()
+        auth = Authenticator(settings, db, redis)
+        revocations = asyncio.create_task(auth.listen_for_revocations())
         try:
             yield cls(
                 settings,
@@ -103,12 +105,15 @@ class Resources:
                 redis,
                 mongo,
                 db,
-                Authenticator(settings, db),
+                auth,
                 hub,
                 Accounts(db, redis, settings),
                 ReadLimiter(redis, settings.read_limit, settings.read_window_s),
             )
         finally:
+            revocations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await revocations
             await hub.stop()
             await kafka.stop()
             await redis.aclose()

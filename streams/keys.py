@@ -24,3 +24,12 @@ def reserve_key(driver_id: str) -> str:
 def mirror_key(booking_id: str) -> str:
     """A booking's public view, written by the bookings agent for the API and matching."""
     return f"booking:{booking_id}"
+
+
+#: Where every API replica hears of a revoked device token (pub/sub; the payload is the token id).
+REVOKED_CHANNEL = "devtokens:revoked"
+
+
+def device_key(token_id: str) -> str:
+    """A device token's record (driver id, secret's hash, revoked), read on a token-cache miss."""
+    return f"devtoken:{token_id}"

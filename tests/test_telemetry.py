@@ -444,3 +444,42 @@ async def test_tracker_apps_post_as_they_ship(pipeline: Pipeline, mongo, rds, ui
         assert gone.status_code == 204
         after = await c.get(f"{base}?lat=52.5203&lon=13.4053")
         assert after.status_code == 401
+
+
+def test_a_revoked_device_token_stops_working_on_every_replica_at_once(stack: Settings, tmp_path, uid: str) -> None:  # type: ignore[no-untyped-def]
+    """Two API replicas with a 5-minute token cache: revoking on one ends the token on the other too.
+
+    Token checks come from memory, then Redis (never MongoDB on the hot path); a revocation is
+    pushed to every replica over Redis pub/sub instead of waiting out the cache.
+    """
+    a = Pipeline(stack, tmp_path / "a", f"test-{uid}", FLEETSTREAM_DEVICE_TOKEN_CACHE_S="300")
+    b = Pipeline(stack, tmp_path / "b", f"test-{uid}", FLEETSTREAM_DEVICE_TOKEN_CACHE_S="300")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        a.start_api()
+        b.start_api()
+        token = a.device_token(f"rv-{uid}")
+        body = {"pings": track(1)}
+        assert httpx.post(f"{b.url}/v1/telemetry", json=body, headers=b.headers(token), timeout=20).status_code == 202
+        from api.security import split_device_token
+
+        parts = split_device_token(token)
+        assert parts is not None
+        assert asyncio.run(_hget(stack, f"devtoken:{parts[0]}", "driver_id")) == f"rv-{uid}"
+        gone = httpx.delete(f"{a.url}/v1/devices/{parts[0]}", headers=a.headers(a.admin), timeout=20)
+        assert gone.status_code == 204
+        again = {"pings": track(1, seq0=5)}
+        assert wait_for(lambda: httpx.post(f"{b.url}/v1/telemetry", json=again, headers=b.headers(token),
+                                           timeout=20).status_code == 401, 3, 0.1)  # fmt: skip
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def _hget(stack: Settings, key: str, field: str) -> str | None:
+    r = aioredis.Redis.from_url(stack.redis_dsn, decode_responses=True)
+    try:
+        return await r.hget(key, field)
+    finally:
+        await r.aclose()

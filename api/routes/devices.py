@@ -36,15 +36,12 @@ async def issue_device_token(driver_id: DriverId, res: ResourcesDep, principal: 
     except AccountError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
     token_id, secret, token = new_device_token()
+    token_hash = hash_secret(secret, res.auth.pepper)
     await res.db.devices.insert_one(
-        {
-            "_id": token_id,
-            "driver_id": driver_id,
-            "token_hash": hash_secret(secret, res.auth.pepper),
-            "created_at": datetime.now(UTC),
-            "revoked": False,
-        }
-    )
+        {"_id": token_id, "driver_id": driver_id, "token_hash": token_hash, "created_at": datetime.now(UTC),
+         "revoked": False}
+    )  # fmt: skip
+    await res.auth.remember_device(token_id, driver_id, token_hash)
     return {"token_id": token_id, "driver_id": driver_id, "token": token}
 
 
@@ -61,4 +58,4 @@ async def revoke_device_token(token_id: str, res: ResourcesDep, _: AdminDep) -> 
     )
     if result.matched_count == 0:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device token {token_id!r}")
-    res.auth.forget()  # this replica forgets at once; others within device_token_cache_s
+    await res.auth.revoke_device(token_id)  # every replica forgets it at once (pub/sub)
