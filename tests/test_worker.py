@@ -241,6 +241,7 @@ async def committed_lag(stack: Settings, group: str, topic: str, detail: bool = 
         await consumer.stop()
 
 
+@pytest.mark.timeout(600)
 async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_ping(  # type: ignore[no-untyped-def]
     stack: Settings, tmp_path, producer, uid: str
 ) -> None:
@@ -281,7 +282,7 @@ async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_pin
     try:
         p.start_worker()
         load = asyncio.create_task(produce())
-        for round_ in range(4):
+        for round_ in range(3):  # a server that stays down, kill -9, and the server again
             await asyncio.sleep(3)
             assert p.worker is not None
             if round_ % 2 == 0:  # Redis gone for longer than the retry budget: the agent crashes
@@ -308,7 +309,7 @@ async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_pin
                 out[doc["driver_id"]] += [q["seq"] for q in bucket_pings(doc)]
             return out
 
-        ok = await wait_async(stored, lambda got: all(sorted(got[d]) == want[d] for d in drivers), 120)
+        ok = await wait_async(stored, lambda got: all(sorted(got[d]) == want[d] for d in drivers), 240)
         got = await stored()
         assert ok, {d: (len(got[d]), len(want[d])) for d in drivers}
         assert all(len(got[d]) == len(set(got[d])) for d in drivers), "a ping was stored twice"
