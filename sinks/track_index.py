@@ -86,31 +86,24 @@ async def bucket_pages(
 async def _walk(
     redis: aioredis.Redis, key: str, lo: float | str, hi: str, newest_first: bool
 ) -> AsyncIterator[list[str]]:
-    if newest_first:
-        offset = 0
-        while True:
+    # The bucket starting just before ``lo`` may reach into the range: first when reading
+    # oldest first, last when reading newest first.
+    before = await redis.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1) if lo != "-inf" else []
+    if before and not newest_first:
+        yield list(before)
+    offset = 0
+    while True:
+        if newest_first:
             page = await redis.zrevrangebyscore(key, hi, lo, start=offset, num=PAGE)
-            if page:
-                yield list(page)
-            if len(page) < PAGE:
-                # then the one bucket that starts before the range and may reach into it
-                if lo != "-inf" and (before := await redis.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1)):
-                    yield list(before)
-                return
-            offset += PAGE
-    else:
-        if lo != "-inf":
-            before = await redis.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1)
-            if before:
-                yield list(before)
-        offset = 0
-        while True:
+        else:
             page = await redis.zrangebyscore(key, lo, hi, start=offset, num=PAGE)
-            if page:
-                yield list(page)
-            if len(page) < PAGE:
-                return
-            offset += PAGE
+        if page:
+            yield list(page)
+        if len(page) < PAGE:
+            break
+        offset += PAGE
+    if before and newest_first:
+        yield list(before)
 
 
 async def fetch_buckets(db: AsyncIOMotorDatabase, ids: Sequence[str]) -> list[dict[str, Any]]:

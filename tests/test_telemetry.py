@@ -136,6 +136,16 @@ async def test_http_pings_reach_redis_api_mongo_rabbit_and_fences(
                                  params={"limit": 25, "after_seq": 24}, headers=pipeline.headers(token))  # fmt: skip
         assert [p["seq"] for p in page2.json()["pings"]] == list(range(25, 40))
         assert page2.json()["next_after_seq"] is None
+        newest = await client.get(f"{pipeline.url}/v1/drivers/{driver}/track", params={"limit": 25, "order": "desc"},
+                                  headers=pipeline.headers(token))  # fmt: skip
+        assert [p["seq"] for p in newest.json()["pings"]] == list(range(39, 14, -1))
+        older = await client.get(f"{pipeline.url}/v1/drivers/{driver}/track",
+                                 params={"limit": 25, "order": "desc", "cursor": newest.json()["next_cursor"]},
+                                 headers=pipeline.headers(token))  # fmt: skip
+        assert [p["seq"] for p in older.json()["pings"]] == list(range(14, -1, -1))
+        naive = await client.get(f"{pipeline.url}/v1/drivers/{driver}/track", params={"from": "2026-01-01T00:00:00"},
+                                 headers=pipeline.headers(token))  # fmt: skip
+        assert naive.status_code == 422
         window = await client.get(f"{pipeline.url}/v1/drivers/{driver}/track",
                                   params={"from": pings[10]["ts"], "to": pings[20]["ts"]},
                                   headers=pipeline.headers(token))  # fmt: skip
