@@ -362,6 +362,7 @@ def test_kafka_unreachable_answers_503_never_202(stack: Settings, tmp_path, uid:
         p.stop()
 
 
+@pytest.mark.timeout(600)
 def test_sigkill_mid_stream_loses_no_ping(stack: Settings, tmp_path, uid: str) -> None:  # type: ignore[no-untyped-def]
     """Kill the worker with SIGKILL while pings flow; a restarted worker stores every accepted ping."""
     p = Pipeline(stack, tmp_path, f"test-kill-{uid}")
