@@ -210,6 +210,7 @@ def load_agents(names: list[str] | None = None) -> list[str]:
     if unknown:
         raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENT_MODULES)}")
     importlib.import_module("streams.metrics")
+    importlib.import_module("streams.offsets").install()  # never commit past an unacknowledged record
     for n in chosen:
         importlib.import_module(AGENT_MODULES[n])
     importlib.import_module("streams.pipeline").build(chosen)  # one agent for the telemetry steps among them

@@ -112,6 +112,29 @@ def test_haversine_known_distance() -> None:
     assert 2100 < haversine_m(52.5208, 13.4094, 52.5163, 13.3777) < 2300
 
 
+def test_commits_never_pass_an_unacknowledged_record() -> None:
+    """faust-streaming#606: Faust committed over one unacked record at the head of a partition."""
+    from intervaltree import IntervalTree
+
+    from streams.offsets import committable
+
+    acked = [11, 12, 13]
+    assert committable(acked, 10, IntervalTree()) is None  # 10 is still in flight (or was dropped)
+    assert acked == [11, 12, 13]  # nothing consumed: committed later, once 10 is acked
+    acked.append(10)
+    assert committable(acked, 10, IntervalTree()) == 14
+    assert acked == []
+    acked = [5, 6, 8, 9]
+    assert committable(acked, 5, IntervalTree()) == 7  # up to the first hole
+    assert acked == [8, 9]
+    assert committable(acked, 7, IntervalTree()) is None
+    gaps = IntervalTree()
+    gaps.addi(7, 8)  # 7 is missing from the log itself (compaction, a transaction marker)
+    assert committable(acked, 7, gaps) == 10
+    assert committable([0, 1], None, IntervalTree()) == 2  # nothing committed yet
+    assert committable([1, 2], 0, IntervalTree()) is None  # offset 0 counts too (Faust tests it as falsy)
+
+
 def test_replay_memory_round_trips_seq_sets() -> None:
     from streams.replay import produced_before, remember, seq_members, seq_set
 
