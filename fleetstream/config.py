@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     default_dwell_s: float = 300.0
     location_publish_interval_s: float = 1.0
     driver_persist_interval_s: float = 30.0
+    #: History is written in per-driver buckets (``streams.history``): one document per driver when
+    #: it holds this many pings or its first ping waited this long (how far history trails live state).
+    history_bucket_pings: int = 200
+    history_flush_s: float = 10.0
 
     # --- validation of what devices send
     max_batch_pings: int = 500

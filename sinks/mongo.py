@@ -26,7 +26,15 @@ from pymongo.errors import AutoReconnect, BulkWriteError, NetworkTimeout
 from schemas.track import bucket_pings, track_bucket
 from sinks.base import BatchSink
 
-__all__ = ["DriverStateSink", "InsertOnceSink", "LatestSink", "ensure_indexes", "read_track", "track_bucket"]
+__all__ = [
+    "DriverStateSink",
+    "InsertOnceSink",
+    "LatestSink",
+    "TrackSink",
+    "ensure_indexes",
+    "read_track",
+    "track_bucket",
+]
 
 DUPLICATE_KEY = 11000
 
@@ -131,6 +139,32 @@ class InsertOnceSink(BatchSink[dict[str, Any]]):
         except BulkWriteError as exc:
             if not _only_duplicates(exc):
                 raise
+
+
+class TrackSink(InsertOnceSink):
+    """History buckets: inserted once, and which of them were already stored (``streams.history``)."""
+
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        super().__init__(db, "tracks")
+        self.collided: list[str] = []
+
+    async def write_chunk(self, items: Sequence[dict[str, Any]]) -> None:
+        try:
+            async with WRITE_LOCK:
+                await self.coll.insert_many(list(items), ordered=False)
+        except BulkWriteError as exc:
+            if not _only_duplicates(exc):
+                raise
+            self.collided += [items[e["index"]]["_id"] for e in exc.details.get("writeErrors", [])]
+
+    async def insert(self, docs: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Insert ``docs``; for those whose ``_id`` was taken, the stored bucket's last seq."""
+        self.collided = []
+        await self.write(docs)
+        # ``_id`` equality one by one: FerretDB v1 scans the collection for ``$in`` (and this is rare:
+        # only a replay after a crash collides).
+        found = await asyncio.gather(*(self.coll.find_one({"_id": i}, {"last_seq": 1}) for i in self.collided))
+        return {d["_id"]: int(d["last_seq"]) for d in found if d is not None}
 
 
 class LatestSink(BatchSink[dict[str, Any]]):

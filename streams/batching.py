@@ -45,9 +45,21 @@ def received_age(event: EventT) -> float | None:
 
 
 async def take_adaptive(
-    stream: Any, max_: int, linger_s: float, busy_linger_s: float, behind_s: float, idle_s: float = 1.0
+    stream: Any,
+    max_: int,
+    linger_s: float,
+    busy_linger_s: float,
+    behind_s: float,
+    idle_s: float = 1.0,
+    ack: bool = True,
+    idle: bool = False,
 ) -> AsyncIterator[Sequence[EventT]]:
-    """Batches of at most ``max_`` events, yielded ``linger_s`` (or, when behind, ``busy_linger_s``) after the first."""
+    """Batches of at most ``max_`` events, yielded ``linger_s`` (or, when behind, ``busy_linger_s``) after the first.
+
+    ``ack=False``: the consumer acknowledges each event itself (``stream.ack``), when it is
+    done with it, possibly batches later. ``idle``: an empty batch every ``idle_s`` without
+    events, so a consumer holding events can act on time.
+    """
     events: list[EventT] = []
     arrived = asyncio.Event()
     full = asyncio.Event()
@@ -81,6 +93,8 @@ async def take_adaptive(
         while not stream.should_stop:
             await stream.wait_for_stopped(arrived, timeout=idle_s)
             if not events:
+                if idle:
+                    yield []
                 continue
             wait = busy_linger_s if record_age(events[0]) > behind_s else linger_s
             if len(events) < max_ and wait > 0:
@@ -94,7 +108,7 @@ async def take_adaptive(
             finally:
                 events.clear()
                 arrived.clear()
-                if processed:  # unlike Faust's take_events: a batch whose processing raised stays un-acked
+                if processed and ack:  # unlike Faust's take_events: a batch whose processing raised stays un-acked
                     for event in batch:
                         await stream.ack(event)
                 notify(consuming)
@@ -105,11 +119,12 @@ async def take_adaptive(
         stream._processors.remove(add)
 
 
-def batches(stream: Any, max_: int, within_s: float) -> AsyncIterator[Sequence[EventT]]:
+def batches(stream: Any, max_: int, within_s: float, ack: bool = True, idle: bool = False
+            ) -> AsyncIterator[Sequence[EventT]]:  # fmt: skip
     """Batches of events yielded ``within_s`` after their first, acked only once processed.
 
     For every agent in place of Faust's ``take``/``take_events``: those ack a batch in a
     ``finally``, so a batch whose processing raised was acked when its generator closed, and
     committed at shutdown: lost.
     """
-    return take_adaptive(stream, max_, within_s, within_s, float("inf"))
+    return take_adaptive(stream, max_, within_s, within_s, float("inf"), ack=ack, idle=idle)

@@ -115,7 +115,7 @@ def faulty(name: str, step: Any) -> Any:
                 return orjson.loads(value).get("driver_id")
             except (orjson.JSONDecodeError, AttributeError):
                 return None
-        return getattr(value, "driver_id", None)
+        return getattr(value if value is not None else x, "driver_id", None)  # or a history bucket
 
     async def run(xs: Any) -> Any:
         if any(driver_of(x) == poison for x in xs):

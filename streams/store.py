@@ -11,16 +11,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from fleetstream.config import get_settings
 from schemas import BookingEvent, GeofenceEvent, TelemetryBatch, decode
 from schemas.track import bucket_from_record
-from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, ensure_indexes, track_bucket
+from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, TrackSink, ensure_indexes, track_bucket
 from sinks.track_index import TrackIndexSink
 from streams import resources
-from streams.app import app, dead_letter, topic
+from streams.app import app, dead_letter, table, topic
 from streams.batching import batches
+from streams.history import OpenBucket, OpenBuckets, after
 from streams.metrics import RECORDS, STORED
 from streams.pipeline import faulty
 from streams.poison import isolate
@@ -43,23 +44,29 @@ def driver_doc(last: dict[str, Any]) -> dict[str, Any]:
             "speed_mps": last.get("speed_mps"), "heading_deg": last.get("heading_deg")}  # fmt: skip
 
 
-async def buckets_of(records: list[Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(bucket, latest state) per record: the fast reader, else through the schema, else a dead letter."""
-    out = []
+async def buckets_of(records: Sequence[Any]) -> tuple[list[tuple[Any, dict[str, Any], dict[str, Any]]], list[Any]]:
+    """(record, bucket, latest state) per readable record, and the records that hold no pings.
+
+    The fast reader first, else through the schema; what the schema refuses is dead-lettered.
+    """
+    out, empty = [], []
     for event in records:
         raw = event.value
         fast = bucket_from_record(raw) if isinstance(raw, bytes) else None
         if fast is not None:
-            out.append((fast[0], driver_doc(fast[1])))
+            out.append((event, fast[0], driver_doc(fast[1])))
             continue
         try:
             batch = decode(raw)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             await clean_topic.on_value_decode_error(exc, event.message)
+            empty.append(event)
             continue
-        if isinstance(batch, TelemetryBatch):
-            out.append((track_bucket(batch.driver_id, batch.pings), latest_state(batch)))
-    return out
+        if isinstance(batch, TelemetryBatch) and batch.pings:
+            out.append((event, track_bucket(batch.driver_id, batch.pings), latest_state(batch)))
+        else:
+            empty.append(event)
+    return out, empty
 
 
 async def isolated(name: str, records: Sequence[EventT], write: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
@@ -71,32 +78,80 @@ async def isolated(name: str, records: Sequence[EventT], write: Callable[[Sequen
     await isolate(records, faulty(name, write), dead, get_settings().server_retry_s, name)
 
 
+#: Per driver, the last seq of its history in MongoDB (``streams.history``): replays below it are skipped.
+flushed = table("store-flushed", use_partitioner=True)  # written at flush time: the key's partition, not an event's
+
+
 @app.agent(clean_topic)
 async def store_pings(stream):  # type: ignore[no-untyped-def]
-    """Every ping into history; the latest state per driver at most every ``driver_persist_interval_s``.
+    """Every ping into history, in per-driver buckets held open across records (``streams.history``).
 
+    The latest state per driver goes to MongoDB at most every ``driver_persist_interval_s``:
     Redis holds the live state; MongoDB's copy is for recovery and reporting, and its
     per-driver updates are the most expensive write FerretDB does, so they are thinned.
     """
+    s = get_settings()
     db = resources.db()
     await ensure_indexes(db)
-    tracks, drivers = InsertOnceSink(db, "tracks"), DriverStateSink(db)
+    tracks, drivers = TrackSink(db), DriverStateSink(db)
     directory = TrackIndexSink(resources.redis())
-    throttle = Throttle(get_settings().driver_persist_interval_s)
+    throttle = Throttle(s.driver_persist_interval_s)
+    held = OpenBuckets(s.history_bucket_pings, s.history_flush_s)
+    source = get_settings().topic("telemetry.clean")
 
-    async def write(records: Sequence[EventT]) -> None:
-        read = await buckets_of(records)
-        buckets = [bucket for bucket, _ in read]
-        await tracks.write(buckets)
-        await directory.write(buckets)  # after the documents exist: a listed bucket is always readable
+    def stored_seq(driver: str) -> int:
+        last = flushed.get(driver.encode())
+        return -1 if last is None else int(last)
+
+    async def write(buckets: Sequence[OpenBucket]) -> None:
+        queues: dict[str, list[dict[str, Any]]] = {}
+        for b in buckets:  # a driver may fill several buckets in one batch (a catch-up)
+            queues.setdefault(b.driver_id, []).append(b.doc())
+        last: dict[str, int] = {}
+        written: list[dict[str, Any]] = []
+        while queues:  # one round per bucket of the driver with the most (usually one)
+            heads = []
+            for d, q in list(queues.items()):
+                head = after(q.pop(0), last.get(d, -1))
+                if not q:
+                    del queues[d]
+                if head is not None:
+                    heads.append(head)
+            collided = await tracks.insert(heads)  # only a replay after a crash that lost a flush's table entry
+            written += heads
+            for doc in heads:
+                d = doc["driver_id"]
+                theirs = collided.get(doc["_id"])
+                last[d] = max(last.get(d, -1), doc["last_seq"] if theirs is None else theirs)
+                if theirs is not None and (rest := after(doc, theirs)) is not None:
+                    queues.setdefault(d, []).insert(0, rest)  # the pings the stored bucket lacks
+        await directory.write(written)  # after the documents exist: a listed bucket is always readable
         now = time.monotonic()
-        newest = {state["_id"]: state for _, state in read}
-        await drivers.write([state for d, state in newest.items() if throttle.allow(d, now)])
-        STORED.inc(sum(bucket["n"] for bucket in buckets))
+        await drivers.write([b.state for b in buckets if b.state is not None and throttle.allow(b.driver_id, now)])
+        for d, seq in last.items():
+            flushed[d.encode()] = seq
+        STORED.inc(sum(b.n for b in buckets))
 
-    async for records in batches(stream, 500, 0.2):
+    async def dead(bucket: OpenBucket, exc: BaseException) -> None:
+        for event in bucket.tokens:
+            await dead_letter(event.message, "step_failed", exc, step="store_pings")
+
+    async for records in batches(stream, 500, 0.2, ack=False, idle=True):
         RECORDS.labels("store_pings").inc(len(records))
-        await isolated("store_pings", records, write)
+        now = time.monotonic()
+        read, empty = await buckets_of(records)
+        done = list(empty)
+        for event, doc, state in read:
+            if not held.add(doc, state, event, stored_seq(doc["driver_id"]), now):
+                done.append(event)
+        due = held.due(now)
+        if due:
+            mine = app.consumer.assignment()  # a bucket of a partition handed to another worker is theirs to store
+            due = [b for b in due if TP(source, b.tokens[0].message.partition) in mine]
+            await isolate(due, faulty("store_pings", write), dead, s.server_retry_s, "store_pings")
+            done += [event for b in due for event in b.tokens]
+        for event in done:
+            await stream.ack(event)
 
 
 @app.agent(geofence_topic)

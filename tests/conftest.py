@@ -27,6 +27,9 @@ os.environ.setdefault("FLEETSTREAM_MONGO_DB", f"test_{uuid.uuid4().hex[:8]}")
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "test")
 # And a Redis database of their own: the demo's matcher must not claim a test's bookings.
 os.environ.setdefault("FLEETSTREAM_REDIS_DB", "1")
+# History buckets stay open 1 s (10 s by default): tests read history soon after posting, and
+# the crash tests still replay into buckets that hold several records.
+os.environ.setdefault("FLEETSTREAM_HISTORY_FLUSH_S", "1")
 
 
 def free_port() -> int:

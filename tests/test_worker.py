@@ -97,6 +97,54 @@ async def test_store_reads_fast_or_through_the_schema(stack: Settings, tmp_path,
     assert [(d.reason, d.source_topic) for d in dead] == [("undecodable", stack.topic("telemetry.clean"))]
 
 
+async def test_one_ping_records_are_stored_in_few_buckets_once_across_a_restart(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """Phones post one ping per request: history gathers them per driver into one document.
+
+    Every record sent twice (a replay of clean's output), and the worker restarted between
+    the two halves: each ping is stored exactly once, in a handful of documents.
+    """
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    driver = f"hb-{uid}"
+    p = Pipeline(stack, tmp_path, f"test-{uuid.uuid4().hex[:8]}", FLEETSTREAM_AGENTS="store",
+                 FLEETSTREAM_HISTORY_FLUSH_S="3", FLEETSTREAM_HISTORY_BUCKET_PINGS="1000")  # fmt: skip
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    key, clean = driver.encode(), stack.topic("telemetry.clean")
+    mongo = AsyncIOMotorClient(stack.mongo_dsn, tz_aware=True)
+    db = mongo[stack.mongo_db]
+
+    async def docs() -> list[dict[str, Any]]:
+        return [d async for d in db.tracks.find({"driver_id": driver}, {"pings": 1, "fmt": 1, "n": 1})]
+
+    async def send(seqs: range) -> None:
+        for seq in seqs:
+            record = encode(batch(driver, seq, t0 + timedelta(seconds=seq), n=1))
+            await producer.send_and_wait(clean, record, key=key)
+            await producer.send_and_wait(clean, record, key=key)
+
+    try:
+        p.start_worker()
+        await send(range(0, 40))
+        ok = await wait_async(docs, lambda ds: sum(d["n"] for d in ds) >= 40, 30)
+        assert ok, p.worker.output()[-3000:]
+        p.stop()
+        p.start_worker()
+        await send(range(30, 80))  # 30-39 again after the restart: stored already
+        ok = await wait_async(docs, lambda ds: sum(d["n"] for d in ds) >= 80, 30)
+        await asyncio.sleep(4)  # one more flush interval: nothing else arrives
+        stored = await docs()
+    finally:
+        p.stop()
+        mongo.close()
+    assert ok, p.worker.output()[-3000:]
+    from schemas.track import bucket_pings
+
+    assert sorted(q["seq"] for d in stored for q in bucket_pings(d)) == list(range(80))
+    assert len(stored) <= 6, [d["n"] for d in stored]  # 160 records, not 80 documents
+
+
 async def wait_async(get, done, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
