@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from fleetstream.config import Settings
 from fleetstream.retry import until_connected
-from sinks.rabbitmq import EXCHANGE
+from sinks.rabbitmq import EXCHANGE, LOCATIONS_KEY, LOCATIONS_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,22 @@ def _prefix(pattern: str) -> tuple[str, str] | None:
     if len(words) == 3 and words[2] == "#" and "*" not in words[:2] and "#" not in words[:2]:
         return words[0], words[1]
     return None
+
+
+def bound_key(pattern: str) -> str:
+    """What to bind on the exchange for a socket's pattern: locations arrive batched."""
+    return LOCATIONS_KEY if pattern == LOCATIONS_PATTERN else pattern
+
+
+def unbatch(key: str, body: dict[str, object]) -> list[tuple[str, dict[str, object]]]:
+    """(routing key, body) of each message a received one carries: a location batch is one per driver."""
+    if key != LOCATIONS_KEY:
+        return [(key, body)]
+    locations = body.get("locations")
+    if not isinstance(locations, list):
+        return []
+    return [(f"driver.{loc['driver_id']}.location", loc) for loc in locations
+            if isinstance(loc, dict) and isinstance(loc.get("driver_id"), str)]  # fmt: skip
 
 
 def stream_id(sid: str) -> tuple[int, int]:
@@ -134,7 +150,12 @@ class NotificationHub:
             body = orjson.loads(message.body)
         except orjson.JSONDecodeError:
             return
-        key = message.routing_key or ""
+        if not isinstance(body, dict):
+            return
+        for key, one in unbatch(message.routing_key or "", body):
+            self._route(key, one)
+
+    def _route(self, key: str, body: dict[str, object]) -> None:
         body.setdefault("routing_key", key)
         out = Outbound(orjson.dumps(body).decode(), stream_id(str(body["id"])) if "id" in body else None)
         words = key.split(".")
@@ -149,7 +170,7 @@ class NotificationHub:
         await asyncio.wait_for(self.ready.wait(), 10)
         sub = Subscriber(patterns, asyncio.Queue(maxsize))
         async with self._lock:
-            for p in patterns:
+            for p in map(bound_key, patterns):
                 if self._bound[p] == 0:
                     assert self._queue is not None and self._exchange is not None
                     await self._queue.bind(self._exchange, routing_key=p)
@@ -177,7 +198,7 @@ class NotificationHub:
                         subs.discard(sub)
                         if not subs:
                             del self._by_prefix[prefix]
-            for p in sub.patterns:
+            for p in map(bound_key, sub.patterns):
                 self._bound[p] -= 1
                 if self._bound[p] == 0:
                     del self._bound[p]

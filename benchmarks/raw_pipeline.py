@@ -39,7 +39,8 @@ async def main() -> None:
     state: dict[str, dict[str, object] | None] = {}
     progress = Path(os.environ.get("RAW_PROGRESS_FILE", "/dev/null"))
     stored = 0
-    throttle = Throttle(s.driver_persist_interval_s)  # as the store agent does
+    persist = s.driver_persist_interval_s  # as the store agent does
+    throttle = Throttle(persist if persist is not None else 0.0)
     try:
         while True:
             records = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -67,7 +68,8 @@ async def main() -> None:
             await tracks_sink.write([track_bucket(b.driver_id, b.pings) for b in batches])
             now_m = time.monotonic()
             newest = {b.driver_id: b for b in batches}
-            await drivers_sink.write([latest_state(b) for d, b in newest.items() if throttle.allow(d, now_m)])
+            if persist is not None:
+                await drivers_sink.write([latest_state(b) for d, b in newest.items() if throttle.allow(d, now_m)])
             await consumer.commit()
             stored += sum(len(b.pings) for b in batches)
             await asyncio.to_thread(progress.write_text, str(stored))

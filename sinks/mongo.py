@@ -170,7 +170,7 @@ class TrackSink(InsertOnceSink):
 class LatestSink(BatchSink[dict[str, Any]]):
     """Latest document per ``_id``, the highest ``version_field`` wins (replays cannot move one back).
 
-    Read the stored versions of the chunk with one ``$in`` query, then upsert by ``_id``
+    Read the stored versions of the chunk (``_id`` lookups), then upsert by ``_id``
     alone the documents that are newer. The guard lives in the read, not in the update
     filter: on FerretDB v1 any filter beyond ``_id`` equality scans the collection (a
     guarded update cost 9.5 ms of server CPU at 500 drivers, ``_id`` alone 1.9 ms), and
@@ -206,8 +206,10 @@ class LatestSink(BatchSink[dict[str, Any]]):
         known = self.known
         unseen = [i for i in latest if i not in known]
         if unseen:
-            async for d in self.coll.find({"_id": {"$in": unseen}}, {f: 1}):
-                known[d["_id"]] = d.get(f, -1)
+            # ``_id`` equality one by one, the lookup FerretDB v1 answers without a scan whatever
+            # the collection's size (90 of them: 41-61 ms at 100 to 10,000 documents).
+            found = await asyncio.gather(*(self.coll.find_one({"_id": i}, {f: 1}) for i in unseen))
+            known.update((d["_id"], d.get(f, -1)) for d in found if d is not None)
         newer = [(i, d) for i, d in latest.items() if i not in known or known[i] < d[f]]
         if newer:
             async with WRITE_LOCK:

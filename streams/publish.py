@@ -1,7 +1,8 @@
 """Fans stream results out to RabbitMQ for the notification layer.
 
-Routing keys: ``driver.{id}.location`` (throttled per driver; a step of the telemetry
-agent, ``streams.pipeline``), ``driver.{id}.status``, ``driver.{id}.geofence`` and
+Routing keys: ``fleet.locations`` (each driver's latest location, throttled per driver,
+batched per worker batch; a step of the telemetry agent, ``streams.pipeline``; sockets get
+them as ``driver.{id}.location``), ``driver.{id}.status``, ``driver.{id}.geofence`` and
 ``zone.{zone_id}.{enter|exit|dwell}``; booking events through ``streams.fanout``.
 """
 
@@ -20,7 +21,7 @@ from schemas import (
     deterministic_event_id,
     encode,
 )
-from sinks.rabbitmq import Outgoing, RabbitSink
+from sinks.rabbitmq import LOCATIONS_KEY, Outgoing, RabbitSink
 from streams import pipeline, resources
 from streams.app import app, topic
 from streams.batching import batches
@@ -32,9 +33,9 @@ geofence_topic = topic("geofence.events")
 status_topic = topic("drivers.status")
 
 
-def location_message(batch: TelemetryBatch) -> Outgoing:
+def location_body(batch: TelemetryBatch) -> dict[str, object]:
     p = batch.pings[-1]
-    body = {
+    return {
         "type": "driver.location",
         "event_id": str(deterministic_event_id("location", p.driver_id, p.seq)),
         "driver_id": p.driver_id,
@@ -45,17 +46,32 @@ def location_message(batch: TelemetryBatch) -> Outgoing:
         "speed_mps": p.speed_mps,
         "heading_deg": p.heading_deg,
     }
-    return Outgoing(f"driver.{p.driver_id}.location", orjson.dumps(body), body["event_id"], "driver.location")
+
+
+#: Locations per batched message (about 250 bytes each).
+LOCATIONS_PER_MESSAGE = 500
+
+
+def location_messages(batches: list[TelemetryBatch]) -> list[Outgoing]:
+    """The latest location of each driver of a worker batch, in as few messages as fit."""
+    bodies = [location_body(b) for b in batches]
+    out = []
+    for i in range(0, len(bodies), LOCATIONS_PER_MESSAGE):
+        chunk = bodies[i : i + LOCATIONS_PER_MESSAGE]
+        mid = str(deterministic_event_id("locations", *(str(b["event_id"]) for b in chunk)))
+        out.append(Outgoing(LOCATIONS_KEY, orjson.dumps({"type": "driver.locations", "locations": chunk}), mid,
+                            "driver.locations"))  # fmt: skip
+    return out
 
 
 async def make_step() -> pipeline.Step:
-    sink = RabbitSink(await resources.rabbit())
+    sink = RabbitSink(await resources.rabbit(), confirm=False)  # live-only: never replayed, superseded by the next
     throttle = Throttle(get_settings().location_publish_interval_s)
 
     async def publish_locations(items: list[pipeline.Item]) -> None:
         now = time.monotonic()
         newest = {i.batch.driver_id: i.batch for i in items}
-        await sink.write([location_message(b) for d, b in newest.items() if throttle.allow(d, now)])
+        await sink.write(location_messages([b for d, b in newest.items() if throttle.allow(d, now)]))
 
     return publish_locations
 

@@ -86,16 +86,17 @@ flushed = table("store-flushed", use_partitioner=True)  # written at flush time:
 async def store_pings(stream):  # type: ignore[no-untyped-def]
     """Every ping into history, in per-driver buckets held open across records (``streams.history``).
 
-    The latest state per driver goes to MongoDB at most every ``driver_persist_interval_s``:
-    Redis holds the live state; MongoDB's copy is for recovery and reporting, and its
-    per-driver updates are the most expensive write FerretDB does, so they are thinned.
+    The latest state per driver goes to MongoDB's ``drivers`` at most every
+    ``driver_persist_interval_s``, if set: Redis holds the live state and the clean table
+    the authoritative one; on FerretDB each update scans the collection (see the setting).
     """
     s = get_settings()
     db = resources.db()
     await ensure_indexes(db)
     tracks, drivers = TrackSink(db), DriverStateSink(db)
     directory = TrackIndexSink(resources.redis())
-    throttle = Throttle(s.driver_persist_interval_s)
+    persist = s.driver_persist_interval_s
+    throttle = Throttle(persist if persist is not None else 0.0)
     held = OpenBuckets(s.history_bucket_pings, s.history_flush_s)
     source = get_settings().topic("telemetry.clean")
 
@@ -127,7 +128,8 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
                     queues.setdefault(d, []).insert(0, rest)  # the pings the stored bucket lacks
         await directory.write(written)  # after the documents exist: a listed bucket is always readable
         now = time.monotonic()
-        await drivers.write([b.state for b in buckets if b.state is not None and throttle.allow(b.driver_id, now)])
+        if persist is not None:
+            await drivers.write([b.state for b in buckets if b.state is not None and throttle.allow(b.driver_id, now)])
         for d, seq in last.items():
             flushed[d.encode()] = seq
         STORED.inc(sum(b.n for b in buckets))

@@ -31,3 +31,26 @@ def test_prefix_index_only_for_literal_two_word_patterns() -> None:
 
 def test_stream_ids_order_numerically() -> None:
     assert stream_id("1700000000000-10") > stream_id("1700000000000-9") > stream_id("999-99")
+
+
+def test_a_location_batch_reaches_sockets_as_one_message_per_driver() -> None:
+    from datetime import UTC, datetime
+
+    from api.notify import bound_key, unbatch
+    from schemas import GpsPing, TelemetryBatch
+    from sinks.rabbitmq import LOCATIONS_KEY
+    from streams.publish import LOCATIONS_PER_MESSAGE, location_messages
+
+    now = datetime.now(UTC)
+    batches = [TelemetryBatch(driver_id=f"d{i}", pings=[GpsPing(driver_id=f"d{i}", seq=i, ts=now, lat=1.0, lon=2.0)])
+               for i in range(LOCATIONS_PER_MESSAGE + 3)]  # fmt: skip
+    messages = location_messages(batches)
+    assert [m.routing_key for m in messages] == [LOCATIONS_KEY, LOCATIONS_KEY]
+    import orjson
+
+    split = [kb for m in messages for kb in unbatch(m.routing_key, orjson.loads(m.body))]
+    assert [k for k, _ in split] == [f"driver.d{i}.location" for i in range(len(batches))]
+    assert split[7][1]["type"] == "driver.location" and split[7][1]["seq"] == 7
+    assert bound_key("driver.*.location") == LOCATIONS_KEY and bound_key("driver.d1.#") == "driver.d1.#"
+    assert unbatch("driver.d1.status", {"a": 1}) == [("driver.d1.status", {"a": 1})]
+    assert unbatch(LOCATIONS_KEY, {"locations": "junk"}) == []
