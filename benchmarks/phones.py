@@ -8,7 +8,9 @@
 10-200 pings after a simulated gap. The load generator is a compiled Go client
 (``benchmarks/phonefleet``, built here with the machine's Go) in its own process, whose
 CPU is counted; it posts over keep-alive HTTP through an nginx of its own in front of
-``--apis`` API processes. ``--format osmand`` posts the OsmAnd protocol instead.
+``--apis`` API processes. ``--format osmand`` posts the OsmAnd protocol instead;
+``--transport ws`` keeps one telemetry WebSocket per device open and sends each fix
+as a message on it, waiting for its ack (latency is then send → ack).
 
 Reports requests/s and pings/s accepted, pings/s processed (driver state: the live
 worker's driver_state step; history: stored in MongoDB), p50/p99 post → 202, the lag on
@@ -130,7 +132,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                  "nginx": psutil.Process(nginx.pid), **stack_processes()}  # fmt: skip
         cmd = [str(client), "--url", url, "--tokens", str(tokfile), "--duration", f"{args.duration}s",
                "--period-min", f"{args.period_min}s", "--period-max", f"{args.period_max}s",
-               "--catchup", str(args.catchup), "--format", args.format, "--conns", str(args.conns)]  # fmt: skip
+               "--catchup", str(args.catchup), "--format", args.format, "--conns", str(args.conns),
+               "--transport", args.transport]  # fmt: skip
         gen = subprocess.Popen(cmd, stdout=subprocess.PIPE)  # noqa: ASYNC220 (one child, read at the end)
         procs["loadgen"] = psutil.Process(gen.pid)
         proc_usage(procs)
@@ -168,6 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "active": len(active),
             "apis": args.apis,
             "format": args.format,
+            "transport": args.transport,
             "token_issue_s": round(token_s, 1),
             "loadgen": loadgen,
             "state_per_s_median": statistics.median(s["state_per_s"] for s in steady),
@@ -211,6 +215,12 @@ async def main() -> None:
     ap.add_argument("--period-max", type=float, default=5.0)
     ap.add_argument("--catchup", type=float, default=0.05)
     ap.add_argument("--format", choices=("json", "osmand"), default="json")
+    ap.add_argument(
+        "--transport",
+        choices=("http", "ws"),
+        default="http",
+        help="http: one POST per fix; ws: one telemetry WebSocket per device, one message per fix",
+    )
     ap.add_argument("--apis", type=int, default=1, help="API processes behind nginx")
     ap.add_argument("--conns", type=int, default=256, help="load generator keep-alive connections")
     ap.add_argument("--nginx-port", type=int, default=8090)

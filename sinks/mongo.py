@@ -139,6 +139,10 @@ class InsertOnceSink(BatchSink[dict[str, Any]]):
         except BulkWriteError as exc:
             if not _only_duplicates(exc):
                 raise
+            self.skipped([items[e["index"]]["_id"] for e in exc.details.get("writeErrors", [])])
+
+    def skipped(self, ids: list[Any]) -> None:
+        """The ``_id``s of a chunk that were stored already (a replay)."""
 
 
 class TrackSink(InsertOnceSink):
@@ -148,14 +152,8 @@ class TrackSink(InsertOnceSink):
         super().__init__(db, "tracks")
         self.collided: list[str] = []
 
-    async def write_chunk(self, items: Sequence[dict[str, Any]]) -> None:
-        try:
-            async with WRITE_LOCK:
-                await self.coll.insert_many(list(items), ordered=False)
-        except BulkWriteError as exc:
-            if not _only_duplicates(exc):
-                raise
-            self.collided += [items[e["index"]]["_id"] for e in exc.details.get("writeErrors", [])]
+    def skipped(self, ids: list[Any]) -> None:
+        self.collided += ids
 
     async def insert(self, docs: Sequence[dict[str, Any]]) -> dict[str, int]:
         """Insert ``docs``; for those whose ``_id`` was taken, the stored bucket's last seq."""

@@ -5,12 +5,16 @@
 // phones send them. About --catchup of the devices send one catch-up batch of 10-200
 // pings once, after a simulated gap. Writes a JSON summary on stdout at the end.
 //
+// With --transport ws each device keeps one telemetry WebSocket (/v1/telemetry/stream) open
+// instead and waits for each batch's ack, as the driver app does.
+//
 //	phonefleet --url http://127.0.0.1:8080 --tokens tokens.txt --duration 60s --period-min 1s --period-max 5s
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 type device struct {
@@ -59,6 +65,7 @@ func main() {
 	catchup := flag.Float64("catchup", 0.05, "share of devices sending one catch-up batch")
 	format := flag.String("format", "json", "json (POST /v1/telemetry) or osmand (POST /v1/osmand/{token})")
 	conns := flag.Int("conns", 256, "keep-alive connections")
+	transport := flag.String("transport", "http", "http (one POST per fix) or ws (one telemetry WebSocket per device)")
 	flag.Parse()
 
 	devs := readTokens(*tokens)
@@ -79,6 +86,12 @@ func main() {
 			if r.Float64() < *catchup {
 				catchUpAt = start.Add(time.Duration(r.Int63n(int64(*duration))))
 			}
+			var ws *websocket.Conn
+			defer func() {
+				if ws != nil {
+					ws.Close(websocket.StatusNormalClosure, "done")
+				}
+			}()
 			for time.Now().Before(deadline) {
 				n := 1
 				if !catchUpAt.IsZero() && time.Now().After(catchUpAt) && *format == "json" {
@@ -92,7 +105,24 @@ func main() {
 					time.Sleep(gap)
 				}
 				t0 := time.Now()
-				code := post(client, *url, *format, d, n, t0, r)
+				var code int
+				if *transport == "ws" {
+					if ws == nil {
+						ws = dial(*url, d.token)
+					}
+					if ws != nil {
+						code = sendWS(ws, d, n, t0, r)
+					}
+					if code == 0 { // broken: dial again at the next fix
+						st.netErrors.Add(1)
+						if ws != nil {
+							ws.CloseNow()
+						}
+						ws = nil
+					}
+				} else {
+					code = post(client, *url, *format, d, n, t0, r)
+				}
 				st.record(code, time.Since(t0), n)
 				st.requests.Add(1)
 				jitter := time.Duration(float64(period) * (0.9 + 0.2*r.Float64()))
@@ -119,6 +149,7 @@ func main() {
 		"devices": len(devs), "elapsed_s": elapsed, "requests": st.requests.Load(),
 		"requests_per_s": float64(st.requests.Load()) / elapsed, "pings_accepted": st.pings.Load(),
 		"pings_accepted_per_s": float64(st.pings.Load()) / elapsed, "status": codes,
+		"transport": *transport, "net_errors": st.netErrors.Load(),
 		"latency_ms": map[string]float64{"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1)},
 	}
 	json.NewEncoder(os.Stdout).Encode(out)
@@ -154,19 +185,9 @@ func post(c *http.Client, base, format string, d *device, n int, now time.Time, 
 		req, _ = http.NewRequest("POST", q, nil)
 	} else {
 		var b bytes.Buffer
-		b.WriteString(`{"pings":[`)
-		for i := 0; i < n; i++ {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			d.seq++
-			d.lat += (r.Float64() - 0.5) * 1e-4
-			d.lon += (r.Float64() - 0.5) * 1e-4
-			ts := now.Add(time.Duration(i-n+1) * time.Second).UTC().Format("2006-01-02T15:04:05.000Z")
-			fmt.Fprintf(&b, `{"seq":%d,"ts":"%s","lat":%.6f,"lon":%.6f,"accuracy_m":5,"speed_mps":%.1f}`,
-				d.seq, ts, d.lat, d.lon, r.Float64()*15)
-		}
-		b.WriteString(`]}`)
+		b.WriteString(`{"pings":`)
+		writePings(&b, d, n, now, r)
+		b.WriteString(`}`)
 		req, _ = http.NewRequest("POST", base+"/v1/telemetry", &b)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+d.token)
@@ -178,4 +199,56 @@ func post(c *http.Client, base, format string, d *device, n int, now time.Time, 
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// writePings appends n fixes of d, the last one at now, as a JSON array.
+func writePings(b *bytes.Buffer, d *device, n int, now time.Time, r *rand.Rand) {
+	b.WriteByte('[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		d.seq++
+		d.lat += (r.Float64() - 0.5) * 1e-4
+		d.lon += (r.Float64() - 0.5) * 1e-4
+		ts := now.Add(time.Duration(i-n+1) * time.Second).UTC().Format("2006-01-02T15:04:05.000Z")
+		fmt.Fprintf(b, `{"seq":%d,"ts":"%s","lat":%.6f,"lon":%.6f,"accuracy_m":5,"speed_mps":%.1f}`,
+			d.seq, ts, d.lat, d.lon, r.Float64()*15)
+	}
+	b.WriteByte(']')
+}
+
+func dial(base, token string) *websocket.Conn {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u := "ws" + strings.TrimPrefix(base, "http") + "/v1/telemetry/stream?token=" + token
+	c, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// sendWS sends one batch and waits for its ack: the ack's status, or 0 if the socket broke.
+func sendWS(c *websocket.Conn, d *device, n int, now time.Time, r *rand.Rand) int {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `{"batch_id":%d,"pings":`, d.seq+1)
+	writePings(&b, d, n, now, r)
+	b.WriteByte('}')
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, b.Bytes()); err != nil {
+		return 0
+	}
+	_, data, err := c.Read(ctx)
+	if err != nil {
+		return 0
+	}
+	var ack struct {
+		Status int `json:"status"`
+	}
+	if json.Unmarshal(data, &ack) != nil {
+		return 0
+	}
+	return ack.Status
 }

@@ -16,7 +16,8 @@ def render_conf(settings: Settings, prefix: Path, log_dir: Path) -> str:
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {log_dir}/nginx-error.log warn;
-events {{ worker_connections 16384; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/client_body;
