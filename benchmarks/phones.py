@@ -187,7 +187,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in [worker, store, *apis, nginx]:
             p.terminate()
         for p in [worker, store, *apis, nginx]:
-            p.wait(30)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:  # never leave one behind on the next run's ports
+                p.kill()
+                p.wait(10)
         await drop_app_topics(app_id, f"{app_id}-store")
         from motor.motor_asyncio import AsyncIOMotorClient
 

@@ -147,6 +147,9 @@ def api(
         # Longer than nginx keeps an idle upstream connection (60 s): the proxy, not the API,
         # closes idle ones, so nginx never sends a request on a connection being closed.
         timeout_keep_alive=75,
+        # A request stuck on a dead server must not keep a stopping replica alive (uvicorn
+        # waits for every open request by default): 10 s, well inside Kubernetes' 30 s grace.
+        timeout_graceful_shutdown=10,
     )
 
 
