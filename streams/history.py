@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.track import _PING, BUCKET_FORMAT, _bucket
+from schemas.track import _EPOCH, _PING, BUCKET_FORMAT, _bucket
 
 _SIZE = _PING.size
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _seq_at(packed: bytes, i: int) -> int:
@@ -83,6 +82,8 @@ class OpenBuckets:
         ``flushed`` is the driver's last stored seq. A record whose pings are held but not
         stored yet (a replay of one still open) is acknowledged with the bucket holding them.
         """
+        if doc["fmt"] != BUCKET_FORMAT:  # ``after`` reads the packed pings
+            raise ValueError(f"unknown bucket format {doc['fmt']!r}")
         driver = doc["driver_id"]
         held = self.open.get(driver) or self.closing.get(driver)
         fresh = after(doc, max(flushed, held.last_seq if held is not None else -1))
@@ -91,8 +92,6 @@ class OpenBuckets:
                 return False
             held.tokens.append(token)
             return True
-        if fresh["fmt"] != BUCKET_FORMAT:
-            raise ValueError(f"unknown bucket format {fresh['fmt']!r}")
         cur = self.open.get(driver)
         if cur is None:
             cur = self.open[driver] = OpenBucket(driver, now, fresh["first_seq"], fresh["last_seq"], fresh["t0"],

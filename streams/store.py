@@ -87,8 +87,8 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
     """Every ping into history, in per-driver buckets held open across records (``streams.history``).
 
     The latest state per driver goes to MongoDB's ``drivers`` at most every
-    ``driver_persist_interval_s``, if set: Redis holds the live state and the clean table
-    the authoritative one; on FerretDB each update scans the collection (see the setting).
+    ``driver_persist_interval_s`` (None: never): Redis holds the live state and the clean
+    table the authoritative one, so this copy, an update per driver, is thinned.
     """
     s = get_settings()
     db = resources.db()
@@ -98,7 +98,7 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
     persist = s.driver_persist_interval_s
     throttle = Throttle(persist if persist is not None else 0.0)
     held = OpenBuckets(s.history_bucket_pings, s.history_flush_s)
-    source = get_settings().topic("telemetry.clean")
+    source = s.topic("telemetry.clean")
 
     def stored_seq(driver: str) -> int:
         last = flushed.get(driver.encode())

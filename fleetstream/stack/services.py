@@ -218,7 +218,7 @@ class Nginx(Service):
 class FerretDB(Service):
     """MongoDB wire protocol on SQLite, built from our embedding main under deploy/local/ferretdb.
 
-    Built against a patched copy of FerretDB v1.24.2 (:data:`FERRETDB_PATCHES`): its SQLite
+    Built against a patched copy of FerretDB v1.24.2 (:attr:`PATCHES`): its SQLite
     backend looks ``_id`` up with the expression ``_ferretdb_sjson->'$._id'`` while the
     collection's ``_id_`` index is on ``_ferretdb_sjson->"_id"``, so SQLite never uses the
     index and every find, update and delete by ``_id`` scanned the collection (``EXPLAIN QUERY
