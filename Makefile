@@ -29,6 +29,7 @@ demo: install web
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint web browser
 	$(BIN)/fleetstream stack up

@@ -42,7 +42,7 @@ class City:
     @classmethod
     def load(cls, path: Path = DATA) -> City:
         doc = json.loads(path.read_text())
-        return cls([tuple(n) for n in doc["nodes"]], [tuple(e) for e in doc["edges"]])  # type: ignore[misc]
+        return cls([tuple(n) for n in doc["nodes"]], [tuple(e) for e in doc["edges"]])
 
     @cached_property
     def _lengths(self) -> list[float]:

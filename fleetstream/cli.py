@@ -141,7 +141,7 @@ def api(
         log_level="warning",
         loop="uvloop",
         http="httptools",
-        ws=s.ws_impl,  # type: ignore[arg-type]
+        ws=s.ws_impl,
         proxy_headers=True,
         forwarded_allow_ips=s.forwarded_allow_ips,
         # Longer than nginx keeps an idle upstream connection (60 s): the proxy, not the API,

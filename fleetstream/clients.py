@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
+
+
+def fields(mapping: Mapping[str, str | float]) -> Mapping[EncodableT, EncodableT]:
+    """A hash's fields as redis-py's ``hset`` types them (its key type is a union, and Mapping is invariant)."""
+    return cast(Mapping[EncodableT, EncodableT], mapping)
 
 
 def redis_client(dsn: str, max_connections: int, wait_s: float = 10.0) -> aioredis.Redis:

@@ -19,7 +19,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "enable_idempotence": True,
     }
     opts.update(overrides)
-    return AIOKafkaProducer(**opts)  # type: ignore[arg-type]
+    return AIOKafkaProducer(**opts)
 
 
 def make_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOKafkaConsumer:
@@ -29,4 +29,4 @@ def make_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOK
         "enable_auto_commit": False,
     }
     opts.update(overrides)
-    return AIOKafkaConsumer(*topics, **opts)  # type: ignore[arg-type]
+    return AIOKafkaConsumer(*topics, **opts)

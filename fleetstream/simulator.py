@@ -158,7 +158,7 @@ class Simulation:
         lat, lon = CENTRE
         d = 1_200 / M_PER_DEG_LAT
         dl = d / math.cos(math.radians(lat))
-        zones = [
+        zones: list[dict[str, Any]] = [
             {"name": "City centre", "tags": ["congestion"], "circle": {"center": {"lat": lat, "lon": lon},
                                                                        "radius_m": 2500}},
             {"name": "North depot", "tags": ["depot"], "polygon": [
@@ -366,7 +366,7 @@ class Simulation:
         if msg.get("type") == "eta.update" and msg.get("phase") == "to_pickup":
             constant = None
             if msg.get("lat") is not None:
-                constant = travel_s(msg["lat"], msg["lon"], *w["pickup"], {}, 0, self.s)
+                constant = travel_s(msg["lat"], msg["lon"], w["pickup"][0], w["pickup"][1], {}, 0, self.s)
             w["predictions"].append((now, float(msg["eta_s"]), constant))
         elif msg.get("type") == "booking.driver_arrived":
             for at, eta, constant in w.pop("predictions", []):

@@ -46,6 +46,9 @@ BookingCommandType = Literal[
     "booking.expire",
 ]
 
+#: Who asked for a command: a user role, or the platform itself.
+ActorRole = Literal["customer", "driver", "dispatcher", "admin", "system"]
+
 BookingEventType = Literal[
     "booking.requested",
     "booking.offered",
@@ -77,7 +80,7 @@ class BookingCommand(Envelope):
     type: BookingCommandType
     booking_id: uuid.UUID
     actor_id: Ident
-    actor_role: Literal["customer", "driver", "dispatcher", "admin", "system"]
+    actor_role: ActorRole
     pickup: GeoPoint | None = None
     dropoff: GeoPoint | None = None
     parcel_size: ParcelSize | None = None

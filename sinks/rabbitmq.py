@@ -50,13 +50,15 @@ class RabbitSink(BatchSink[Outgoing]):
         self.connection = connection
         self.confirm = confirm
         self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
 
     async def exchange(self) -> aio_pika.abc.AbstractExchange:
-        if self._exchange is None or self._exchange.channel.is_closed:
+        if self._exchange is None or self._channel is None or self._channel.is_closed:
             try:
                 channel = await self.connection.channel(publisher_confirms=self.confirm)
             except RuntimeError as exc:  # aio-pika's "Connection was not opened" while it reconnects
                 raise ConnectionError(f"RabbitMQ connection not open: {exc}") from exc
+            self._channel = channel
             self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         return self._exchange
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -90,7 +90,7 @@ async def _walk(
     # oldest first, last when reading newest first.
     before = await redis.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1) if lo != "-inf" else []
     if before and not newest_first:
-        yield list(before)
+        yield cast(list[str], before)
     offset = 0
     while True:
         if newest_first:
@@ -98,12 +98,12 @@ async def _walk(
         else:
             page = await redis.zrangebyscore(key, lo, hi, start=offset, num=PAGE)
         if page:
-            yield list(page)
+            yield cast(list[str], page)
         if len(page) < PAGE:
             break
         offset += PAGE
     if before and newest_first:
-        yield list(before)
+        yield cast(list[str], before)
 
 
 async def fetch_buckets(db: AsyncIOMotorDatabase, ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from fleetstream.config import Settings, get_settings
 from schemas import DeadLetter, deterministic_event_id, encode
 from streams import codec
+from streams.offsets import acked_offsets, committed_offsets, unacked_messages
 from streams.topics import TOPICS, partitions_for
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def topic(name: str, **kwargs: Any) -> faust.TopicT:
     )
 
 
-def table(name: str, **kwargs: Any) -> faust.Table:
+def table(name: str, **kwargs: Any) -> faust.types.TableT[bytes, Any]:
     """A changelog-backed table keyed by raw driver/booking id bytes, JSON values.
 
     ``key_type=bytes`` is what makes Faust read changelog keys back as raw bytes during
@@ -180,10 +181,11 @@ class GapRepair:
 
     def holes(self) -> dict[Any, int]:
         consumer = app.consumer
-        in_flight = {(m.tp, m.offset) for m in list(consumer._unacked_messages)}
+        in_flight = {(m.tp, m.offset) for m in list(unacked_messages(consumer))}
+        committed_at = committed_offsets(consumer)
         out = {}
-        for tp, acked in list(consumer._acked.items()):
-            committed = consumer._committed_offset.get(tp)
+        for tp, acked in list(acked_offsets(consumer).items()):
+            committed = committed_at.get(tp)
             if not acked or committed is None:
                 continue
             first = min(acked)

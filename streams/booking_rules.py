@@ -52,7 +52,7 @@ def event_of(state: dict[str, Any], etype: str, cmd: BookingCommand, now: dateti
     return BookingEvent(
         event_id=deterministic_event_id("booking", cmd.event_id, etype),
         occurred_at=now,
-        type=etype,  # type: ignore[arg-type]
+        type=etype,
         booking_id=cmd.booking_id,
         status=state["status"],
         customer_id=state["customer_id"],
@@ -86,7 +86,7 @@ def apply(state: dict[str, Any] | None, cmd: BookingCommand, now: datetime) -> D
     if state is None:
         if cmd.type != "booking.request":
             return _reject(None, "no such booking")
-        new = {
+        new: dict[str, Any] = {
             "booking_id": str(cmd.booking_id),
             "status": S.requested.value,
             "customer_id": cmd.actor_id,

@@ -10,11 +10,13 @@ gets the same answer and re-emits the same events (same ids) instead of a new de
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from faust.types import StreamT
 
 from fleetstream.config import get_settings
 from schemas import BookingCommand, decode, encode
@@ -70,7 +72,7 @@ def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | N
 
 
 @app.agent(commands_topic)
-async def run_bookings(stream):  # type: ignore[no-untyped-def]
+async def run_bookings(stream: StreamT[Any]) -> None:
     r = resources.redis()
     budget = get_settings().server_retry_s
 
@@ -96,13 +98,14 @@ async def run_bookings(stream):  # type: ignore[no-untyped-def]
             entry = [cid, ok, error, [encode(e).decode() for e in events], before]
             booking_table[key] = {"booking": after, "recent": [*recent, entry][-RECENT:]}
 
-    async for cmd in stream:
+    async for event in stream.events():
         RECORDS.labels("bookings").inc()
+        cmd = event.value
         if not isinstance(cmd, BookingCommand):
             continue
         try:
-            await retrying(lambda cmd=cmd: handle(cmd), budget, "bookings")
+            await retrying(functools.partial(handle, cmd), budget, "bookings")
         except ServerUnavailable:
             raise
         except Exception as exc:  # this command's data: dead-lettered, the other bookings go on
-            await dead_letter(stream.current_event.message, "step_failed", exc, step="bookings")
+            await dead_letter(event.message, "step_failed", exc, step="bookings")

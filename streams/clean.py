@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from faust.types import EventT
 
 from fleetstream.config import get_settings
-from schemas import DeadLetter, TelemetryBatch, deterministic_event_id
+from schemas import DeadLetter, GpsPing, TelemetryBatch, deterministic_event_id
 from streams import pipeline
 from streams.app import app, table, topic
 from streams.metrics import DROPPED, PINGS
@@ -54,7 +54,7 @@ async def make_cleaner() -> pipeline.Cleaner:
             replayed = produced_before(state, source)
             if replayed is not None:
                 seqs = seq_members(replayed)
-                good, bad = [p for p in batch.pings if p.seq in seqs], []
+                good, bad = [p for p in batch.pings if p.seq in seqs], list[tuple[GpsPing, str, str]]()
             else:
                 good, bad, last = clean_pings(state.get("last"), batch.pings, limits)
                 memory = remember({**state, "last": last}, source, seq_set([p.seq for p in good]), committed(source))

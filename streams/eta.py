@@ -23,7 +23,7 @@ import h3
 import orjson
 from redis.asyncio.client import Pipeline
 
-from fleetstream.clients import Lua, execute
+from fleetstream.clients import Lua, execute, fields
 from fleetstream.config import Settings, get_settings
 from schemas import BookingCommand, EtaUpdate, TelemetryBatch
 from streams import pipeline, resources
@@ -89,9 +89,9 @@ async def make_step() -> pipeline.Step:
 
         def build(pipe: Pipeline) -> None:
             jobs_with_bookings.queue(pipe, [JOBS_KEY], [mirror_key(""), *drivers])
-            pipe.hset("drivers:cell", mapping=cells)
+            pipe.hset("drivers:cell", mapping=fields(cells))
             if speeds:
-                pipe.hset("speeds", mapping=speeds)
+                pipe.hset("speeds", mapping=fields(speeds))
 
         found, *_ = await execute(r, build, [jobs_with_bookings])
         if not found:

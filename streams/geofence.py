@@ -10,6 +10,7 @@ re-emits enters nor forgets exits.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from fleetstream.config import get_settings
 from schemas import GeofenceEvent, deterministic_event_id
@@ -39,7 +40,7 @@ class Zones:
 
     @classmethod
     async def refresh(cls) -> None:
-        version = await resources.redis().get(ZONES_VERSION_KEY)
+        version = cast(str | None, await resources.redis().get(ZONES_VERSION_KEY))
         if version == cls.version:
             return
         docs = [d async for d in resources.db().zones.find({})]

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from scipy.optimize import linear_sum_assignment
 
 from fleetstream.config import Settings, get_settings
-from schemas import BookingCommand, GeoPoint
+from schemas import BookingCommand, BookingCommandType, GeoPoint
 from streams import resources
 from streams.app import app, topic
 from streams.keys import GEO_KEY, mirror_key
@@ -116,9 +116,9 @@ async def safe_candidates(r: Any, state: dict[str, Any], settings: Settings) -> 
         return []
 
 
-async def system_command(booking_id: str, ctype: str, **fields: Any) -> None:
+async def system_command(booking_id: str, ctype: BookingCommandType, **fields: Any) -> None:
     cmd = BookingCommand(type=ctype, booking_id=uuid.UUID(booking_id), actor_id="matching", actor_role="system",
-                         **fields)  # type: ignore[arg-type]  # fmt: skip
+                         **fields)  # fmt: skip
     await commands_topic.send(key=booking_id.encode(), value=cmd)
 
 

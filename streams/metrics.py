@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
+from faust.tables.manager import TableManager
+from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from streams.app import CRASHED, app
+from streams.offsets import committed_offsets
 
 RECORDS = Counter("fleetstream_agent_records_total", "Kafka records processed per agent", ["agent"])
 PINGS = Counter("fleetstream_agent_pings_total", "Pings processed per agent", ["agent"])
@@ -49,15 +53,19 @@ DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the o
 
 
 @app.page("/metrics")
-async def metrics(web, request):  # type: ignore[no-untyped-def]
+async def metrics(web: View, request: Request) -> Response:
     # aiohttp wants the charset apart from the media type.
     return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 @app.page("/ready")
-async def ready(web, request):  # type: ignore[no-untyped-def]
+async def ready(web: View, request: Request) -> Response:
     """200 once this worker holds partitions and recovered its tables (k8s readiness); 503 once an agent crashed."""
-    ok = bool(app.consumer.assignment()) and not app.rebalancing and app.tables.recovery.completed.is_set()
+    ok = (
+        bool(app.consumer.assignment())
+        and not app.rebalancing
+        and cast(TableManager, app.tables).recovery.completed.is_set()
+    )
     ok = ok and not CRASHED
     body = {"ready": ok, "partitions": len(app.consumer.assignment()), "crashed_agents": CRASHED}
     return web.json(body, status=200 if ok else 503)
@@ -68,7 +76,7 @@ async def measure_lag() -> None:
     consumer = app.consumer
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
-        committed = consumer._committed_offset.get(tp)  # the only place Faust keeps it
+        committed = committed_offsets(consumer).get(tp)
         if high is not None and committed is not None:
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - committed))
 

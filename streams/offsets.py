@@ -11,11 +11,26 @@ transaction markers; Faust's gap tree) still count as acknowledged, as in Faust.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from faust.transport.consumer import Consumer
-from faust.types import TP
+from faust.types import TP, ConsumerT, Message
 from intervaltree import IntervalTree
+
+
+def committed_offsets(consumer: ConsumerT) -> dict[TP, int]:
+    """The group's committed offset per partition: Faust keeps it only on its consumer, privately."""
+    return cast(dict[TP, int], cast(Any, consumer)._committed_offset)
+
+
+def acked_offsets(consumer: ConsumerT) -> dict[TP, list[int]]:
+    """Offsets acknowledged and not yet committed, per partition (Faust's private bookkeeping)."""
+    return cast(dict[TP, list[int]], cast(Any, consumer)._acked)
+
+
+def unacked_messages(consumer: ConsumerT) -> set[Message]:
+    """Records delivered to agents and not yet acknowledged."""
+    return cast(set[Message], cast(Any, consumer)._unacked_messages)
 
 
 def committable(acked: list[int], committed: int | None, gaps: IntervalTree) -> int | None:
@@ -55,4 +70,4 @@ def _new_offset(self: Any, tp: TP) -> int | None:
 
 def install() -> None:
     """Make every Faust consumer in this process commit strictly (the worker calls this once)."""
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    cast(Any, Consumer)._new_offset = _new_offset

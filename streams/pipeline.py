@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from faust.types import TP, EventT, Message
+from faust.types import TP, EventT, Message, StreamT
 
 from fleetstream.config import get_settings
 from schemas import TelemetryBatch, encode
 from streams.app import app, dead_letter, topic
 from streams.batching import received_age, record_age, take_adaptive
 from streams.metrics import PINGS, RECEIVED_AGE, RECORD_AGE, RECORDS, STEP_SECONDS
+from streams.offsets import committed_offsets
 from streams.poison import isolate
 
 #: Clean runs first (the others see only what it accepted); the others run concurrently, started
@@ -66,7 +67,7 @@ def register_cleaner(factory: Callable[[], Awaitable[Cleaner]]) -> None:
 
 def committed(source: tuple[str, int, int]) -> int | None:
     """The consumer group's committed offset of the source's partition (replay memories prune below it)."""
-    return app.consumer._committed_offset.get(TP(source[0], source[1]))  # Faust keeps it only here
+    return committed_offsets(app.consumer).get(TP(source[0], source[1]))
 
 
 def passthrough(events: Sequence[EventT]) -> list[Item]:
@@ -156,7 +157,7 @@ def build(chosen: list[str]) -> Any | None:
     AGE, RECEIVED = RECORD_AGE.labels("telemetry"), RECEIVED_AGE.labels("telemetry")
 
     @app.agent(source, name="streams.pipeline.telemetry")
-    async def telemetry(stream):  # type: ignore[no-untyped-def]
+    async def telemetry(stream: StreamT[Any]) -> None:
         clean = isolated_cleaner(await cleaner()) if cleaner is not None else None
         steps = [timed(n, await _steps[n]()) for n in names]
         clean_time, batch_time = STEP_SECONDS.labels("clean"), STEP_SECONDS.labels("batch")

@@ -9,8 +9,10 @@ them as ``driver.{id}.location``), ``driver.{id}.status``, ``driver.{id}.geofenc
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
+from faust.types import StreamT
 
 from fleetstream.config import get_settings
 from schemas import (
@@ -80,7 +82,7 @@ pipeline.register_step("publish", make_step)
 
 
 @app.agent(geofence_topic)
-async def publish_geofence(stream):  # type: ignore[no-untyped-def]
+async def publish_geofence(stream: StreamT[Any]) -> None:
     sink = RabbitSink(await resources.rabbit())
     async for records in batches(stream, 500, 0.1):
         out = []
@@ -94,7 +96,7 @@ async def publish_geofence(stream):  # type: ignore[no-untyped-def]
 
 
 @app.agent(status_topic)
-async def publish_status(stream):  # type: ignore[no-untyped-def]
+async def publish_status(stream: StreamT[Any]) -> None:
     sink = RabbitSink(await resources.rabbit())
     async for records in batches(stream, 500, 0.1):
         await sink.write(
@@ -110,7 +112,7 @@ booking_events_topic = topic("bookings.events")
 
 
 @app.agent(booking_events_topic)
-async def publish_bookings(stream):  # type: ignore[no-untyped-def]
+async def publish_bookings(stream: StreamT[Any]) -> None:
     """Booking events to their audiences (``streams.fanout``)."""
     notifier = await Notifier.open()
     async for records in batches(stream, 500, 0.05):

@@ -16,7 +16,7 @@ from typing import Any
 KEEP = 64  # far more records per key than can be in flight between two commits
 
 
-def seq_set(seqs: list[int]) -> list[object]:
+def seq_set(seqs: list[int]) -> list[Any]:
     """Compact form of a set of sequence numbers: [first, last, [missing in between]]."""
     if not seqs:
         return []
@@ -25,11 +25,12 @@ def seq_set(seqs: list[int]) -> list[object]:
     return [lo, hi, [s for s in range(lo, hi + 1) if s not in have]]
 
 
-def seq_members(packed: list[object]) -> set[int]:
+def seq_members(packed: list[Any]) -> set[int]:
+    """The seqs of a packed set, as read back from a table (JSON: untyped)."""
     if not packed:
         return set()
     lo, hi, missing = packed
-    return set(range(int(lo), int(hi) + 1)) - set(missing)  # type: ignore[arg-type,call-overload]
+    return set(range(int(lo), int(hi) + 1)) - set(missing)
 
 
 def _ref(source: tuple[str, int, int]) -> list[object]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from faust.types import TP, EventT
+from faust.types import TP, EventT, StreamT
 
 from fleetstream.config import get_settings
 from schemas import BookingEvent, GeofenceEvent, TelemetryBatch, decode
@@ -83,7 +83,7 @@ flushed = table("store-flushed", use_partitioner=True)  # written at flush time:
 
 
 @app.agent(clean_topic)
-async def store_pings(stream):  # type: ignore[no-untyped-def]
+async def store_pings(stream: StreamT[Any]) -> None:
     """Every ping into history, in per-driver buckets held open across records (``streams.history``).
 
     The latest state per driver goes to MongoDB's ``drivers`` at most every
@@ -157,7 +157,7 @@ async def store_pings(stream):  # type: ignore[no-untyped-def]
 
 
 @app.agent(geofence_topic)
-async def store_geofence_events(stream):  # type: ignore[no-untyped-def]
+async def store_geofence_events(stream: StreamT[Any]) -> None:
     sink = InsertOnceSink(resources.db(), "geofence_events")
 
     async def write(records: Sequence[EventT]) -> None:
@@ -179,7 +179,7 @@ def booking_doc(e: BookingEvent) -> dict[str, Any]:
 
 
 @app.agent(booking_events_topic)
-async def store_bookings(stream):  # type: ignore[no-untyped-def]
+async def store_bookings(stream: StreamT[Any]) -> None:
     """Every booking event once (``booking_events``, by event id) and each booking's latest version (``bookings``)."""
     db = resources.db()
     history, latest = InsertOnceSink(db, "booking_events"), LatestSink(db, "bookings", "version")

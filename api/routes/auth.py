@@ -46,7 +46,7 @@ def _error(exc: AccountError) -> ORJSONResponse:
 
 
 def _accounts(res: Any) -> Accounts:
-    return res.accounts  # type: ignore[no-any-return]
+    return res.accounts
 
 
 @router.post("/v1/auth/register", status_code=201)

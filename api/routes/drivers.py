@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
@@ -75,7 +75,7 @@ async def fleet(
     if not principal.sees_all_drivers:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins see the whole fleet")
     await res.reads.hit(principal.subject)
-    ids = await res.redis.zrevrange(SEEN_KEY, 0, limit - 1)
+    ids = cast(list[str], await res.redis.zrevrange(SEEN_KEY, 0, limit - 1))  # decode_responses: str
     pipe = res.redis.pipeline(transaction=False)
     for d in ids:
         pipe.hgetall(driver_key(d))
@@ -95,10 +95,10 @@ async def nearby(
     """Online, available drivers nearest first (dispatchers and admins)."""
     if not principal.sees_all_drivers:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins search for drivers")
-    found = await res.redis.geosearch(
+    found = cast(list[tuple[str, float]], await res.redis.geosearch(
         GEO_KEY, longitude=lon, latitude=lat, radius=radius_m, unit="m",
         sort="ASC", count=limit, withdist=True,
-    )  # fmt: skip
+    ))  # fmt: skip
     pipe = res.redis.pipeline(transaction=False)
     for name, _ in found:
         pipe.hgetall(driver_key(name))
@@ -112,7 +112,7 @@ async def nearby(
 @router.get("/{driver_id}", response_model=DriverState)
 async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep) -> DriverState:
     can_read_driver(principal, driver_id)
-    h = await res.redis.hgetall(driver_key(driver_id))
+    h = cast(dict[str, str], await res.redis.hgetall(driver_key(driver_id)))
     if not h:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live state for driver {driver_id!r}")
     return _state(driver_id, h)
