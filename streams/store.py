@@ -113,7 +113,9 @@ async def store_pings(stream: StreamT[Any]) -> None:
         while queues:  # one round per bucket of the driver with the most (usually one)
             heads = []
             for d, q in list(queues.items()):
-                head = after(q.pop(0), last.get(d, -1))
+                # Floored at the stored seq too: a bucket opened before a collision taught the
+                # table what a crashed run had stored would otherwise write those pings again.
+                head = after(q.pop(0), max(last.get(d, -1), stored_seq(d)))
                 if not q:
                     del queues[d]
                 if head is not None:
