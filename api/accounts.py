@@ -31,6 +31,7 @@ from api.security import (
     verify_password,
 )
 from fleetstream.config import Settings
+from schemas.contracts import login_limit_key
 
 #: Spent on an unknown email too, so response time does not tell which emails exist.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -109,7 +110,7 @@ class LoginLimiter:
         Only failures count against an address: many people behind one NAT (or the demo's
         simulated customers) log in successfully from one address; credential stuffing fails.
         """
-        acct, addr = f"ratelimit:login:acct:{email}", f"ratelimit:login:addr:{address}"
+        acct, addr = login_limit_key("acct", email), login_limit_key("addr", address)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(addr)
         pipe.get(acct)
@@ -124,13 +125,13 @@ class LoginLimiter:
     async def failed(self, email: str, address: str) -> None:
         window = int(self.s.login_window_s)
         pipe = self.redis.pipeline(transaction=False)
-        for key in (f"ratelimit:login:acct:{email}", f"ratelimit:login:addr:{address}"):
+        for key in (login_limit_key("acct", email), login_limit_key("addr", address)):
             pipe.incr(key)
             pipe.expire(key, window, nx=True)
         await pipe.execute()
 
     async def succeeded(self, email: str) -> None:
-        await self.redis.delete(f"ratelimit:login:acct:{email}")
+        await self.redis.delete(login_limit_key("acct", email))
 
 
 class Accounts:

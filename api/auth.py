@@ -31,7 +31,7 @@ from api.security import (
 )
 from fleetstream.clients import fields
 from fleetstream.config import Settings
-from streams.keys import REVOKED_CHANNEL, device_key
+from schemas.contracts import REVOKED_CHANNEL, device_key
 
 log = logging.getLogger(__name__)
 

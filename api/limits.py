@@ -7,6 +7,8 @@ import time
 import redis.asyncio as aioredis
 from fastapi import HTTPException, status
 
+from schemas.contracts import read_limit_key
+
 
 class ReadLimiter:
     """A fixed window per principal: INCR and EXPIRE in one round trip, 429 with ``Retry-After`` past it."""
@@ -16,7 +18,7 @@ class ReadLimiter:
 
     async def hit(self, subject: str) -> None:
         window = int(time.time()) // self.window
-        key = f"ratelimit:read:{subject}:{window}"
+        key = read_limit_key(subject, window)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, self.window + 1, nx=True)

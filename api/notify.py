@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from fleetstream.config import Settings
 from fleetstream.retry import until_connected
-from sinks.rabbitmq import EXCHANGE, LOCATIONS_KEY, LOCATIONS_PATTERN
+from schemas.contracts import EXCHANGE, LOCATIONS_KEY, LOCATIONS_PATTERN, location_key
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def unbatch(key: str, body: dict[str, object]) -> list[tuple[str, dict[str, obje
     locations = body.get("locations")
     if not isinstance(locations, list):
         return []
-    return [(f"driver.{loc['driver_id']}.location", loc) for loc in locations
+    return [(location_key(loc["driver_id"]), loc) for loc in locations
             if isinstance(loc, dict) and isinstance(loc.get("driver_id"), str)]  # fmt: skip
 
 

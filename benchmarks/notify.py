@@ -44,6 +44,8 @@ import orjson
 import psutil
 import websockets
 
+from schemas.contracts import EXCHANGE, audience_key, customer_audience
+
 os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
 os.environ.setdefault("FLEETSTREAM_REDIS_DB", "2")  # and its own Redis database (streams/reservations.py keys)
 
@@ -129,11 +131,13 @@ async def fanout_phase(args: argparse.Namespace, url: str, api: psutil.Process) 
     rss1 = api.memory_info().rss
     connection = await aio_pika.connect_robust(S.rabbitmq_dsn)
     channel = await connection.channel()
-    exchange = await channel.get_exchange("fleetstream.events")
+    exchange = await channel.get_exchange(EXCHANGE)
     body = orjson.dumps({"type": "bench", "payload": "x" * 200})
     t1 = time.monotonic()
     for i in range(0, args.messages, 500):
-        keys = [f"customer.{random.choice(users)}.bench" for _ in range(min(500, args.messages - i))]
+        keys = [
+            audience_key(customer_audience(random.choice(users)), "bench") for _ in range(min(500, args.messages - i))
+        ]
         await asyncio.gather(*(exchange.publish(aio_pika.Message(body), routing_key=k) for k in keys))
     published_s = time.monotonic() - t1
     deadline = time.monotonic() + 120

@@ -18,9 +18,9 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from fleetstream.config import get_settings
 from fleetstream.kafka import make_consumer
 from schemas import TelemetryBatch, decode
+from schemas.contracts import GEO_KEY, SEEN_KEY, TELEMETRY_RAW, driver_key, reserve_key
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
 from streams.driver_state import UPDATE_POSITION, _fmt
-from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
 from streams.rules import CleanLimits, clean_pings
 from streams.store import latest_state
 from streams.throttle import Throttle
@@ -28,7 +28,7 @@ from streams.throttle import Throttle
 
 async def main() -> None:
     s = get_settings()
-    consumer = make_consumer(s, s.topic("telemetry.raw"), group_id=s.app_id, max_poll_records=2000)
+    consumer = make_consumer(s, s.topic(TELEMETRY_RAW.name), group_id=s.app_id, max_poll_records=2000)
     await consumer.start()
     r = aioredis.from_url(s.redis_dsn, decode_responses=True)
     update = r.register_script(UPDATE_POSITION)

@@ -39,7 +39,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from benchmarks.http1 import Connection, auth_header
 from fleetstream.config import get_settings
 from fleetstream.kafka import make_consumer
-from streams.topics import TOPICS
+from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_RAW, TOPICS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Its own topics (bench.telemetry.raw, ...): the demo's consumer groups never see this load.
@@ -47,7 +47,7 @@ os.environ.setdefault("FLEETSTREAM_TOPIC_NAMESPACE", "bench")
 os.environ.setdefault("FLEETSTREAM_REDIS_DB", "2")  # and its own Redis database (streams/reservations.py keys)
 get_settings.cache_clear()
 S = get_settings()
-T_RAW, T_CLEAN = S.topic("telemetry.raw"), S.topic("telemetry.clean")
+T_RAW, T_CLEAN = S.topic(TELEMETRY_RAW.name), S.topic(TELEMETRY_CLEAN.name)
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -16,15 +16,8 @@ import aio_pika
 from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelInvalidStateError
 
+from schemas.contracts import EXCHANGE
 from sinks.base import BatchSink
-
-EXCHANGE = "fleetstream.events"
-#: Driver locations travel in batches, one message per worker batch (``streams.publish``): a
-#: message per location cost the live worker a quarter of its CPU in aio-pika at 2,000 phones.
-#: The notification hub binds this key for a socket's ``driver.*.location`` pattern and hands
-#: each location on as ``driver.{id}.location`` (``api.notify``), so sockets see no difference.
-LOCATIONS_KEY = "fleet.locations"
-LOCATIONS_PATTERN = "driver.*.location"
 
 
 @dataclass(frozen=True)

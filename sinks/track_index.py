@@ -19,15 +19,10 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from schemas.contracts import track_seq_key, track_time_key
 from sinks.base import BatchSink
 
-
-def _seq_key(driver_id: str) -> str:
-    return f"track:{driver_id}:seq"
-
-
-def _time_key(driver_id: str) -> str:
-    return f"track:{driver_id}:t0"
+_seq_key, _time_key = track_seq_key, track_time_key
 
 
 class TrackIndexSink(BatchSink[dict[str, Any]]):

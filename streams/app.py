@@ -21,9 +21,10 @@ from prometheus_client import Counter
 
 from fleetstream.config import Settings, get_settings
 from schemas import DeadLetter, deterministic_event_id, encode
+from schemas.contracts import TELEMETRY_DLQ, Topic
 from streams import codec
 from streams.offsets import acked_offsets, committed_offsets, unacked_messages
-from streams.topics import TOPICS, partitions_for
+from streams.topics import partitions_for
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ async def dead_letter(message: Message, reason: str, exc: BaseException, step: s
     )
     log.warning("dead-lettering %s[%s]@%s (%s, step %s): %s", message.topic, message.partition, message.offset,
                 reason, step, exc)  # fmt: skip
-    await app.producer.send(get_settings().topic("telemetry.dlq"), key=message.key, value=encode(record),
+    await app.producer.send(get_settings().topic(TELEMETRY_DLQ.name), key=message.key, value=encode(record),
                             partition=None, timestamp=None, headers=None)  # fmt: skip
 
 
@@ -111,12 +112,11 @@ def create_app(settings: Settings) -> faust.App:
 app = create_app(get_settings())
 
 
-def topic(name: str, **kwargs: Any) -> faust.TopicT:
+def topic(spec: Topic[Any], **kwargs: Any) -> faust.TopicT:
     """A project topic (declared by ``fleetstream topics``), decoded with the schemas codec."""
-    spec = next(t for t in TOPICS if t.name == name)
     return DeadLetteringTopic(
         app,
-        topics=[get_settings().topic(name)],
+        topics=[get_settings().topic(spec.name)],
         partitions=partitions_for(spec, get_settings()),
         **{"value_serializer": codec.CODEC_NAME, "key_serializer": "raw", **kwargs},
     )

@@ -20,16 +20,24 @@ from faust.types import StreamT
 
 from fleetstream.config import get_settings
 from schemas import BookingCommand, decode, encode
+from schemas.contracts import (
+    BOOKING_COMMANDS,
+    BOOKING_EVENTS,
+    DEADLINES_KEY,
+    JOBS_KEY,
+    PENDING_KEY,
+    mirror_key,
+    reply_key,
+)
 from streams import resources
 from streams.app import app, dead_letter, table, topic
 from streams.booking_rules import apply, public_view
-from streams.keys import JOBS_KEY, mirror_key
 from streams.metrics import RECORDS
 from streams.poison import ServerUnavailable, retrying
-from streams.reservations import DEADLINES_KEY, PENDING_KEY, hold_on, release_on
+from streams.reservations import hold_on, release_on
 
-commands_topic = topic("bookings.commands")
-events_topic = topic("bookings.events")
+commands_topic = topic(BOOKING_COMMANDS)
+events_topic = topic(BOOKING_EVENTS)
 booking_table = table("booking-state")
 
 RECENT = 16
@@ -66,7 +74,7 @@ def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | N
         # driver now: a replayed rejection must not free a later offer to the same driver.
         release_on(pipe, bid, cmd.driver_id)
     reply = {"ok": ok, "error": error, "booking": public_view(after) if after else None}
-    key = f"reply:{cmd.event_id}"
+    key = reply_key(str(cmd.event_id))
     pipe.lpush(key, orjson.dumps(reply))
     pipe.expire(key, REPLY_TTL_S)
 

@@ -20,6 +20,7 @@ from faust.types import EventT
 
 from fleetstream.config import get_settings
 from schemas import DeadLetter, GpsPing, TelemetryBatch, deterministic_event_id
+from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_DLQ
 from streams import pipeline
 from streams.app import app, table, topic
 from streams.metrics import DROPPED, PINGS
@@ -27,9 +28,9 @@ from streams.pipeline import committed
 from streams.replay import produced_before, remember, seq_members, seq_set
 from streams.rules import CleanLimits, clean_pings
 
-clean_topic = topic("telemetry.clean")
-clean_name = get_settings().topic("telemetry.clean")
-dlq = topic("telemetry.dlq")
+clean_topic = topic(TELEMETRY_CLEAN)
+clean_name = get_settings().topic(TELEMETRY_CLEAN.name)
+dlq = topic(TELEMETRY_DLQ)
 
 last_accepted = table(
     "clean-last-accepted",

@@ -29,12 +29,12 @@ from fleetstream.clients import Lua, execute
 from fleetstream.config import get_settings
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
 from schemas.base import GEO_MAX_LAT
+from schemas.contracts import DRIVER_STATUS, GEO_KEY, SEEN_KEY, driver_key, reserve_key
 from streams import pipeline, resources
 from streams.app import app, topic
-from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
 from streams.metrics import DRIVERS_ONLINE, PINGS
 
-status_topic = topic("drivers.status")
+status_topic = topic(DRIVER_STATUS)
 
 # KEYS: driver hash, geo set, last-seen zset, reservation.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
 # Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it),
@@ -132,7 +132,7 @@ async def expire_silent_drivers() -> None:
     s = get_settings()
     r = resources.redis()
     cutoff = time.time() - s.offline_after_s
-    claimed = await r.eval(EXPIRE_OFFLINE, 2, SEEN_KEY, GEO_KEY, repr(cutoff), 1000, "driver:")
+    claimed = await r.eval(EXPIRE_OFFLINE, 2, SEEN_KEY, GEO_KEY, repr(cutoff), 1000, driver_key(""))
     for i in range(0, len(claimed), 4):
         driver_id, lat, lon, ts = claimed[i : i + 4]
         last_seen = datetime.fromisoformat(ts) if ts else datetime.now(UTC)

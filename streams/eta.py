@@ -26,15 +26,25 @@ from redis.asyncio.client import Pipeline
 from fleetstream.clients import Lua, execute, fields
 from fleetstream.config import Settings, get_settings
 from schemas import BookingCommand, EtaUpdate, TelemetryBatch
+from schemas.contracts import (
+    BOOKING_COMMANDS,
+    CELLS_KEY,
+    ETA_UPDATES,
+    JOBS_KEY,
+    SPEEDS_KEY,
+    STAFF,
+    booking_audience,
+    customer_audience,
+    mirror_key,
+)
 from streams import pipeline, resources
 from streams.app import topic
 from streams.fanout import Notifier, eta_notification
 from streams.geo import Zone, haversine_m
-from streams.keys import JOBS_KEY, mirror_key
 from streams.speeds import SPEED_RES, learn_batch, travel_s
 
-eta_topic = topic("eta.updates")
-commands_topic = topic("bookings.commands")
+eta_topic = topic(ETA_UPDATES)
+commands_topic = topic(BOOKING_COMMANDS)
 SMOOTHING = 0.5
 
 
@@ -89,9 +99,9 @@ async def make_step() -> pipeline.Step:
 
         def build(pipe: Pipeline) -> None:
             jobs_with_bookings.queue(pipe, [JOBS_KEY], [mirror_key(""), *drivers])
-            pipe.hset("drivers:cell", mapping=fields(cells))
+            pipe.hset(CELLS_KEY, mapping=fields(cells))
             if speeds:
-                pipe.hset("speeds", mapping=fields(speeds))
+                pipe.hset(SPEEDS_KEY, mapping=fields(speeds))
 
         found, *_ = await execute(r, build, [jobs_with_bookings])
         if not found:
@@ -108,7 +118,8 @@ async def make_step() -> pipeline.Step:
                 if update is not None:
                     updates.append(update)
         # Straight to the customer's socket (no further Kafka hop); eta.updates keeps the record.
-        scopes = [[f"customer.{u.customer_id}", "staff.all", f"booking.{u.booking_id}"] for u in updates]
+        scopes = [[*([customer_audience(u.customer_id)] if u.customer_id else []), STAFF,
+                   booking_audience(str(u.booking_id))] for u in updates]  # fmt: skip
         await notifier.send([(who, eta_notification(u)) for who, u in zip(scopes, updates, strict=True)])
         for u in updates:
             await eta_topic.send(key=str(u.booking_id).encode(), value=u)

@@ -15,6 +15,15 @@ from redis.asyncio.client import Pipeline
 
 from fleetstream.clients import Lua, execute
 from schemas import BookingEvent, EtaUpdate
+from schemas.contracts import (
+    STAFF,
+    audience_key,
+    booking_audience,
+    customer_audience,
+    driver_audience,
+    replay_ids_key,
+    replay_key,
+)
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import resources
 
@@ -35,9 +44,9 @@ REPLAY_TTL_S = 7 * 24 * 3600
 
 def audiences(e: BookingEvent) -> list[str]:
     """Who hears of a booking event: its customer, the driver concerned, staff, and its tracking links."""
-    out = [f"customer.{e.customer_id}", "staff.all", f"booking.{e.booking_id}"]
+    out = [customer_audience(e.customer_id), STAFF, booking_audience(str(e.booking_id))]
     if e.driver_id:
-        out.append(f"driver.{e.driver_id}")
+        out.append(driver_audience(e.driver_id))
     return out
 
 
@@ -88,11 +97,11 @@ class Notifier:
         def build(pipe: Pipeline) -> None:
             for scope, body, raw in pending:
                 args = [body["event_id"], raw, REPLAY_KEEP, REPLAY_TTL_S]
-                self.append.queue(pipe, [f"notify:{scope}", f"notify:ids:{scope}"], args)
+                self.append.queue(pipe, [replay_key(scope), replay_ids_key(scope)], args)
 
         ids = await execute(self.redis, build, [self.append])
         out = []
         for (scope, body, _), sid in zip(pending, ids, strict=True):
-            key, mid = f"{scope}.{body['type']}", f"{body['event_id']}:{scope}"
+            key, mid = audience_key(scope, str(body["type"])), f"{body['event_id']}:{scope}"
             out.append(Outgoing(key, orjson.dumps({**body, "id": sid}), mid, str(body["type"])))
         await self.sink.write(out)

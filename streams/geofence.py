@@ -14,6 +14,7 @@ from typing import cast
 
 from fleetstream.config import get_settings
 from schemas import GeofenceEvent, deterministic_event_id
+from schemas.contracts import GEOFENCE_EVENTS, ZONES_VERSION_KEY
 from streams import pipeline, resources
 from streams.app import app, table, topic
 from streams.geo import Zone, ZoneIndex
@@ -23,8 +24,7 @@ from streams.replay import produced_before, remember
 from streams.rules import fence_changes
 
 log = logging.getLogger(__name__)
-geofence_topic = topic("geofence.events")
-ZONES_VERSION_KEY = "zones:version"
+geofence_topic = topic(GEOFENCE_EVENTS)
 
 inside_table = table(
     "geofence-inside",

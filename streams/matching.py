@@ -29,14 +29,14 @@ from scipy.optimize import linear_sum_assignment
 
 from fleetstream.config import Settings, get_settings
 from schemas import BookingCommand, BookingCommandType, GeoPoint
+from schemas.contracts import BOOKING_COMMANDS, CELLS_KEY, GEO_KEY, PENDING_KEY, SPEEDS_KEY, mirror_key
 from streams import resources
 from streams.app import app, topic
-from streams.keys import GEO_KEY, mirror_key
 from streams.metrics import RECORDS
-from streams.reservations import CLAIM_DUE, PENDING_KEY, claim_expired, reserve
+from streams.reservations import CLAIM_DUE, claim_expired, reserve
 
 log = logging.getLogger(__name__)
-commands_topic = topic("bookings.commands")
+commands_topic = topic(BOOKING_COMMANDS)
 BATCH = 500
 NO_ROUTE = 1e9
 
@@ -79,10 +79,10 @@ async def speeds(r: Any, driver_ids: list[str], settings: Settings) -> dict[str,
     """Expected speed around each driver: learned per H3 cell and hour (``streams.eta``), else the default."""
     if not driver_ids:
         return {}
-    cells = await r.hmget("drivers:cell", driver_ids)
+    cells = await r.hmget(CELLS_KEY, driver_ids)
     hour = datetime.now(UTC).hour
     keys = [f"{c}:{hour}" if c else "-" for c in cells]
-    learned = await r.hmget("speeds", keys)
+    learned = await r.hmget(SPEEDS_KEY, keys)
     return {d: float(v) if v else settings.default_speed_mps for d, v in zip(driver_ids, learned, strict=True)}
 
 

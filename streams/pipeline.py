@@ -27,6 +27,7 @@ from faust.types import TP, EventT, Message, StreamT
 
 from fleetstream.config import get_settings
 from schemas import TelemetryBatch, encode
+from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_RAW
 from streams.app import app, dead_letter, topic
 from streams.batching import received_age, record_age, take_adaptive
 from streams.metrics import PINGS, RECEIVED_AGE, RECORD_AGE, RECORDS, STEP_SECONDS
@@ -152,7 +153,7 @@ def build(chosen: list[str]) -> Any | None:
     names = [n for n in FIRST if n in _steps and n in chosen]
     if cleaner is None and not names:
         return None
-    source = topic("telemetry.raw" if cleaner is not None else "telemetry.clean")
+    source = topic(TELEMETRY_RAW if cleaner is not None else TELEMETRY_CLEAN)
 
     AGE, RECEIVED = RECORD_AGE.labels("telemetry"), RECEIVED_AGE.labels("telemetry")
 

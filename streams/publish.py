@@ -23,7 +23,16 @@ from schemas import (
     deterministic_event_id,
     encode,
 )
-from sinks.rabbitmq import LOCATIONS_KEY, Outgoing, RabbitSink
+from schemas.contracts import (
+    BOOKING_EVENTS,
+    DRIVER_STATUS,
+    GEOFENCE_EVENTS,
+    LOCATIONS_KEY,
+    driver_geofence_key,
+    status_key,
+    zone_key,
+)
+from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import pipeline, resources
 from streams.app import app, topic
 from streams.batching import batches
@@ -31,8 +40,8 @@ from streams.fanout import Notifier, audiences, booking_notification
 from streams.metrics import RECORDS
 from streams.throttle import Throttle
 
-geofence_topic = topic("geofence.events")
-status_topic = topic("drivers.status")
+geofence_topic = topic(GEOFENCE_EVENTS)
+status_topic = topic(DRIVER_STATUS)
 
 
 def location_body(batch: TelemetryBatch) -> dict[str, object]:
@@ -90,8 +99,8 @@ async def publish_geofence(stream: StreamT[Any]) -> None:
             if isinstance(e, GeofenceEvent):
                 kind = e.type.removeprefix("geofence.")
                 body, mid = encode(e), str(e.event_id)
-                out.append(Outgoing(f"zone.{e.zone_id}.{kind}", body, mid, e.type))
-                out.append(Outgoing(f"driver.{e.driver_id}.geofence", body, mid, e.type))
+                out.append(Outgoing(zone_key(e.zone_id, kind), body, mid, e.type))
+                out.append(Outgoing(driver_geofence_key(e.driver_id), body, mid, e.type))
         await sink.write(out)
 
 
@@ -101,14 +110,14 @@ async def publish_status(stream: StreamT[Any]) -> None:
     async for records in batches(stream, 500, 0.1):
         await sink.write(
             [
-                Outgoing(f"driver.{e.driver_id}.status", encode(e), str(e.event_id), e.type)
+                Outgoing(status_key(e.driver_id), encode(e), str(e.event_id), e.type)
                 for e in (r.value for r in records)
                 if isinstance(e, DriverStatusEvent)
             ]
         )
 
 
-booking_events_topic = topic("bookings.events")
+booking_events_topic = topic(BOOKING_EVENTS)
 
 
 @app.agent(booking_events_topic)

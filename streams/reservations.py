@@ -19,12 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from schemas.base import GEO_MAX_LAT
-from streams.keys import GEO_KEY, driver_key, reserve_key
-
-DEADLINES_KEY = "offers:deadlines"
-PENDING_KEY = "bookings:pending"
-__all__ = ["DEADLINES_KEY", "PENDING_KEY", "claim_expired", "hold_on", "release_on", "reserve", "reserve_key"]
-
+from schemas.contracts import DEADLINES_KEY, GEO_KEY, driver_key, reserve_key
 
 # KEYS: reserve key, driver hash, geo set, deadlines.  ARGV: booking, driver, ttl ms, deadline score.
 RESERVE = """

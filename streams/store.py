@@ -15,6 +15,7 @@ from faust.types import TP, EventT, StreamT
 
 from fleetstream.config import get_settings
 from schemas import BookingEvent, GeofenceEvent, TelemetryBatch, decode
+from schemas.contracts import BOOKING_EVENTS, GEOFENCE_EVENTS, TELEMETRY_CLEAN
 from schemas.track import bucket_from_record
 from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, TrackSink, ensure_indexes, track_bucket
 from sinks.track_index import TrackIndexSink
@@ -29,9 +30,9 @@ from streams.throttle import Throttle
 
 #: Raw bytes: the history sink packs pings straight from the JSON (``schemas.track.bucket_from_record``).
 #: ``value_type`` keeps Faust from handing this channel an event another agent decoded with the codec.
-clean_topic = topic("telemetry.clean", value_serializer="raw", value_type=bytes)
-geofence_topic = topic("geofence.events")
-booking_events_topic = topic("bookings.events")
+clean_topic = topic(TELEMETRY_CLEAN, value_serializer="raw", value_type=bytes)
+geofence_topic = topic(GEOFENCE_EVENTS)
+booking_events_topic = topic(BOOKING_EVENTS)
 
 
 def latest_state(batch: TelemetryBatch) -> dict[str, Any]:
@@ -98,7 +99,7 @@ async def store_pings(stream: StreamT[Any]) -> None:
     persist = s.driver_persist_interval_s
     throttle = Throttle(persist if persist is not None else 0.0)
     held = OpenBuckets(s.history_bucket_pings, s.history_flush_s)
-    source = s.topic("telemetry.clean")
+    source = s.topic(TELEMETRY_CLEAN.name)
 
     def stored_seq(driver: str) -> int:
         last = flushed.get(driver.encode())

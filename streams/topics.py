@@ -1,63 +1,24 @@
-"""Every Kafka topic the project owns, with explicit partitions and retention.
+"""Creating the project's topics (``schemas.contracts.TOPICS``) and the tables' changelogs.
 
-Broker-side auto-creation is off, so this table is the only place a topic comes
-from (``fleetstream topics``). Keys decide scale: telemetry is keyed by driver
-id and bookings by booking id, and every keyed topic shares one partition count
-so that Faust tables stay co-partitioned with the streams that update them.
+Broker-side auto-creation is off, so this is the only place a topic comes from
+(``fleetstream topics``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from fleetstream.config import Settings
-
-WEEK_MS = 7 * 24 * 3600 * 1000
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    key: str
-    doc: str
-    compacted: bool = False
-    retention_ms: int = WEEK_MS
-    config: dict[str, str] = field(default_factory=dict)
-
-    def kafka_config(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": "compact" if self.compacted else "delete", **self.config}
-        if not self.compacted:
-            cfg["retention.ms"] = str(self.retention_ms)
-        return cfg
+from schemas.contracts import TOPICS, Topic
 
 
-TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("telemetry.raw", "driver_id", "device batches as accepted by the API"),
-    TopicSpec("telemetry.clean", "driver_id", "pings that passed the clean filters"),
-    TopicSpec(
-        "telemetry.dlq",
-        "driver_id",
-        "rejected pings and undecodable records, with the reason",
-        retention_ms=4 * WEEK_MS,
-    ),
-    TopicSpec("drivers.status", "driver_id", "online/offline/busy transitions"),
-    TopicSpec("drivers.state", "driver_id", "latest state per driver (compacted)", compacted=True),
-    TopicSpec("geofence.events", "driver_id", "enter/exit/dwell per driver and zone"),
-    TopicSpec("bookings.commands", "booking_id", "what callers asked for"),
-    TopicSpec("bookings.events", "booking_id", "accepted booking transitions"),
-    TopicSpec("bookings.state", "booking_id", "latest state per booking (compacted)", compacted=True),
-    TopicSpec("eta.updates", "booking_id", "ETA changes per active booking"),
-)
 
-TOPIC_NAMES = {t.name for t in TOPICS}
-
-
-def partitions_for(spec: TopicSpec, settings: Settings) -> int:
+def partitions_for(spec: Topic[Any], settings: Settings) -> int:
     return settings.telemetry_partitions if spec.key == "driver_id" else settings.default_partitions
 
 

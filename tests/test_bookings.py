@@ -300,7 +300,8 @@ def test_an_offer_timeout_lost_with_a_dead_worker_is_sent_again(city: Pipeline) 
     The claim is a lease: after it the offer is claimed again and timed out, so the booking
     is not stuck "offered" and its driver not stuck reserved.
     """
-    from streams.reservations import DEADLINES_KEY, claim_expired
+    from schemas.contracts import DEADLINES_KEY
+    from streams.reservations import claim_expired
 
     place = Place()
     with httpx.Client(base_url=city.url, timeout=30) as c:

@@ -90,7 +90,7 @@ def test_a_repeated_offer_of_the_same_driver_keeps_the_live_offer(stack: Setting
 
     from fleetstream.kafka import make_producer
     from schemas import BookingCommand, encode
-    from streams.reservations import DEADLINES_KEY
+    from schemas.contracts import DEADLINES_KEY
 
     with deployment(stack, tmp_path, "test-reoffer", FLEETSTREAM_OFFER_TIMEOUT_S="60") as p:
         place = Place()

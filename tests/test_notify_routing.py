@@ -38,7 +38,7 @@ def test_a_location_batch_reaches_sockets_as_one_message_per_driver() -> None:
 
     from api.notify import bound_key, unbatch
     from schemas import GpsPing, TelemetryBatch
-    from sinks.rabbitmq import LOCATIONS_KEY
+    from schemas.contracts import LOCATIONS_KEY
     from streams.publish import LOCATIONS_PER_MESSAGE, location_messages
 
     now = datetime.now(UTC)

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from fleetstream.config import Settings
-from sinks.rabbitmq import EXCHANGE
+from schemas.contracts import EXCHANGE
 from tests.conftest import Pipeline, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")

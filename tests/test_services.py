@@ -91,8 +91,8 @@ async def test_pipeline_scripts_load_themselves_on_noscript(stack: Settings, uid
 async def test_position_update_applies_each_seq_once(stack: Settings, uid: str) -> None:
     """The driver-state script (``streams.driver_state``) ignores a fix not newer than Redis holds (a replay)."""
     from fleetstream.clients import Lua, execute
+    from schemas.contracts import GEO_KEY, SEEN_KEY, driver_key, reserve_key
     from streams.driver_state import UPDATE_POSITION
-    from streams.keys import GEO_KEY, SEEN_KEY, driver_key, reserve_key
 
     r = aioredis.from_url(stack.redis_dsn, decode_responses=True)
     driver = f"seq-{uid}"
@@ -170,16 +170,18 @@ async def test_kafka_topics_have_declared_layout(stack: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from streams.topics import TOPICS
+    from schemas.contracts import TELEMETRY_DLQ, TELEMETRY_RAW, TOPICS
 
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_servers)
     await admin.start()
     try:
         described = {d["topic"]: d for d in await admin.describe_topics([stack.topic(t.name) for t in TOPICS])}
-        assert len(described[stack.topic("telemetry.raw")]["partitions"]) >= 8
-        cfgs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, stack.topic("drivers.state"))])
+        assert len(described[stack.topic(TELEMETRY_RAW.name)]["partitions"]) >= 8
+        dlq = stack.topic(TELEMETRY_DLQ.name)
+        cfgs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, dlq)])
         entries = {e[0]: e[1] for e in cfgs[0].resources[0][4]}
-        assert entries["cleanup.policy"] == "compact"
+        assert entries["cleanup.policy"] == "delete"
+        assert entries["retention.ms"] == str(4 * 7 * 24 * 3600 * 1000)  # dead letters stay four weeks
     finally:
         await admin.close()
 

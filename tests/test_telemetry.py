@@ -21,7 +21,7 @@ from api.notify import unbatch
 from fleetstream.config import Settings
 from schemas import DeadLetter, DriverStatusEvent, GeofenceEvent, GpsPing, TelemetryBatch, encode
 from schemas.track import bucket_pings
-from sinks.rabbitmq import LOCATIONS_KEY
+from schemas.contracts import LOCATIONS_KEY
 from tests.conftest import Pipeline, Proc, TopicTail, _status, free_port, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from fleetstream.config import Settings
 from schemas import DeadLetter, GpsPing, TelemetryBatch, encode
-from streams.keys import driver_key
+from schemas.contracts import driver_key
 from tests.conftest import Pipeline, TopicTail, free_port, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -221,7 +221,7 @@ async def test_a_poison_record_in_any_step_is_dead_lettered_and_stops_nothing(  
     from motor.motor_asyncio import AsyncIOMotorClient
 
     from schemas.base import GEO_MAX_LAT
-    from streams.keys import GEO_KEY
+    from schemas.contracts import GEO_KEY
     from tests.test_telemetry import stored_seqs
 
     poison = {step: f"poison-{step.replace('_', '-')}-{uid}" for step in POISON_STEPS}

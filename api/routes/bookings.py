@@ -24,9 +24,10 @@ from api.deps import PrincipalDep, ResourcesDep
 from api.resources import Resources
 from api.responses import errors
 from api.security import Principal, issue_share_token
-from schemas import BookingCommand, BookingStatus, encode
+from schemas import BookingCommand, BookingStatus, contracts, encode
 from schemas.base import Model, ServicePoint, ShortText
 from schemas.bookings import ActorRole, BookingCommandType, ParcelSize, TimeWindow
+from schemas.contracts import BOOKING_COMMANDS, mirror_key, reply_key
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"], responses=errors(401, 403, 404, 409))
 _IDEM_NS = uuid.UUID("0b7f3c55-3f5e-4d0e-8a8e-5d2f1f0b6c21")
@@ -67,7 +68,7 @@ def visible(principal: Principal, booking: dict[str, Any]) -> bool:
 
 
 async def load(res: Resources, principal: Principal, booking_id: uuid.UUID) -> dict[str, Any]:
-    raw = await res.redis.get(f"booking:{booking_id}")
+    raw = await res.redis.get(mirror_key(str(booking_id)))
     booking = orjson.loads(raw) if raw else None
     if booking is None:
         doc = await res.db.bookings.find_one({"_id": str(booking_id)})
@@ -88,12 +89,12 @@ async def decide(res: Resources, cmd: BookingCommand, created: bool = False) -> 
         raise HTTPException(503, "booking service unavailable (Kafka not connected)", headers={"Retry-After": "5"})
     s = res.settings
     try:
-        send = res.kafka.producer.send(s.topic("bookings.commands"), encode(cmd), key=str(cmd.booking_id).encode())
+        send = res.kafka.producer.send(s.topic(BOOKING_COMMANDS.name), encode(cmd), key=str(cmd.booking_id).encode())
         await asyncio.wait_for(await asyncio.wait_for(send, s.ingest_timeout_s), s.ingest_timeout_s)
     except Exception as exc:
         raise HTTPException(503, f"booking service unavailable: {type(exc).__name__}",
                             headers={"Retry-After": "5"}) from exc  # fmt: skip
-    reply = await res.redis.blpop([f"reply:{cmd.event_id}"], timeout=s.booking_reply_timeout_s)
+    reply = await res.redis.blpop([reply_key(str(cmd.event_id))], timeout=s.booking_reply_timeout_s)
     if reply is None:
         body = {"status": "pending", "booking_id": str(cmd.booking_id), "command_id": str(cmd.event_id)}
         return ORJSONResponse(body, status_code=202)
@@ -123,7 +124,7 @@ async def create_booking(
     if idempotency_key:
         booking_id = uuid.uuid5(_IDEM_NS, f"{principal.subject}|{idempotency_key}")
         digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-        key = f"idem:{principal.subject}:{idempotency_key}"
+        key = contracts.idempotency_key(principal.subject, idempotency_key)
         if not await res.redis.set(key, digest, nx=True, ex=IDEM_TTL_S):
             if await res.redis.get(key) != digest:
                 raise HTTPException(422, "Idempotency-Key was already used with a different request")

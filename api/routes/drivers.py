@@ -11,8 +11,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
 from api.responses import errors
 from schemas.base import GEO_MAX_LAT, Ident, Longitude
+from schemas.contracts import GEO_KEY, SEEN_KEY, driver_key
 from sinks.mongo import read_track
-from streams.keys import GEO_KEY, SEEN_KEY, driver_key
 
 router = APIRouter(prefix="/v1/drivers", tags=["drivers"], responses=errors(401, 403, 404, 429))
 

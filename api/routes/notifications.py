@@ -21,6 +21,15 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.notify import DROPPED, Outbound, stream_id
 from api.security import Principal
+from schemas.contracts import (
+    LOCATIONS_PATTERN,
+    STAFF,
+    audience_pattern,
+    booking_audience,
+    customer_audience,
+    driver_audience,
+    replay_key,
+)
 
 router = APIRouter(tags=["notifications"])
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -38,12 +47,14 @@ def valid_after(after: str) -> bool:
 def audience(principal: Principal) -> tuple[str, list[str]]:
     """(replay scope, routing patterns) of a caller."""
     if principal.sees_all_bookings:
-        return "staff.all", ["staff.all.#", "driver.*.location"]
-    if principal.role == "viewer" and principal.booking_id:
-        return f"booking.{principal.booking_id}", [f"booking.{principal.booking_id}.#"]
-    if principal.role == "driver" and principal.driver_id:
-        return f"driver.{principal.driver_id}", [f"driver.{principal.driver_id}.#"]
-    return f"customer.{principal.subject}", [f"customer.{principal.subject}.#"]
+        scope, extra = STAFF, [LOCATIONS_PATTERN]
+    elif principal.role == "viewer" and principal.booking_id:
+        scope, extra = booking_audience(principal.booking_id), []
+    elif principal.role == "driver" and principal.driver_id:
+        scope, extra = driver_audience(principal.driver_id), []
+    else:
+        scope, extra = customer_audience(principal.subject), []
+    return scope, [audience_pattern(scope), *extra]
 
 
 @router.websocket("/v1/notifications")
@@ -87,7 +98,7 @@ async def notifications(ws: WebSocket) -> None:
 
     try:
         if after is not None:
-            entries = await res.redis.xrange(f"notify:{scope}", min=f"({after}", max="+", count=s.notify_replay_max)
+            entries = await res.redis.xrange(replay_key(scope), min=f"({after}", max="+", count=s.notify_replay_max)
             for sid, fields in entries:
                 await send(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
                 last = stream_id(sid)

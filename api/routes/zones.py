@@ -14,6 +14,7 @@ from api.responses import errors
 from api.security import Principal
 from schemas import ZoneIn
 from schemas.base import Ident
+from schemas.contracts import ZONES_VERSION_KEY
 
 ZoneId = Annotated[Ident, Path()]
 
@@ -29,7 +30,7 @@ def _out(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _bump(res: Resources) -> None:
-    await res.redis.incr("zones:version")
+    await res.redis.incr(ZONES_VERSION_KEY)
 
 
 @router.post("", status_code=201)

@@ -1,0 +1,203 @@
+"""Every name that crosses a process: Kafka topics, Redis keys, RabbitMQ routing keys, audiences.
+
+The API, the workers, the sinks and the benchmarks import these; none of them spells a
+topic, key or routing key of its own (``tests/test_contracts.py`` fails if one does). A
+name changed here changes on both sides of the wire at once, and a type checker follows
+a value from the API to the socket that receives it.
+
+Ids spliced into these names are :data:`schemas.base.Ident` (no ``.``, ``:``, ``*`` or
+``#``), so no id can form another's key or routing pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from schemas.bookings import BookingCommand, BookingEvent
+from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent
+from schemas.telemetry import TelemetryBatch
+
+# --- Kafka topics ------------------------------------------------------------------------
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+V = TypeVar("V", bound=BaseModel, covariant=True)
+
+
+@dataclass(frozen=True)
+class Topic(Generic[V]):
+    """A project topic: its name (before the namespace prefix), key, value schema and retention.
+
+    Keys decide scale: telemetry is keyed by driver id and bookings by booking id, and every
+    keyed topic of one kind shares a partition count so that Faust tables stay co-partitioned
+    with the streams that update them.
+    """
+
+    name: str
+    key: Literal["driver_id", "booking_id"]
+    value: type[V]
+    doc: str
+    compacted: bool = False
+    retention_ms: int = WEEK_MS
+    config: dict[str, str] = field(default_factory=dict)
+
+    def kafka_config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete", **self.config}
+        if not self.compacted:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+TELEMETRY_RAW = Topic("telemetry.raw", "driver_id", TelemetryBatch, "device batches as accepted by the API")
+TELEMETRY_CLEAN = Topic("telemetry.clean", "driver_id", TelemetryBatch, "pings that passed the clean filters")
+TELEMETRY_DLQ = Topic(
+    "telemetry.dlq", "driver_id", DeadLetter, "records a step refused, with the step and the reason",
+    retention_ms=4 * WEEK_MS,
+)  # fmt: skip
+DRIVER_STATUS = Topic("drivers.status", "driver_id", DriverStatusEvent, "online/offline/busy transitions")
+GEOFENCE_EVENTS = Topic("geofence.events", "driver_id", GeofenceEvent, "enter/exit/dwell per driver and zone")
+BOOKING_COMMANDS = Topic("bookings.commands", "booking_id", BookingCommand, "what callers asked for")
+BOOKING_EVENTS = Topic("bookings.events", "booking_id", BookingEvent, "accepted booking transitions")
+ETA_UPDATES = Topic("eta.updates", "booking_id", EtaUpdate, "ETA changes per active booking")
+
+#: Every topic the project owns; ``fleetstream topics`` creates exactly these (broker-side
+#: auto-creation is off).
+TOPICS: tuple[Topic[BaseModel], ...] = (
+    TELEMETRY_RAW,
+    TELEMETRY_CLEAN,
+    TELEMETRY_DLQ,
+    DRIVER_STATUS,
+    GEOFENCE_EVENTS,
+    BOOKING_COMMANDS,
+    BOOKING_EVENTS,
+    ETA_UPDATES,
+)
+
+# --- Redis keys --------------------------------------------------------------------------
+
+GEO_KEY = "drivers:geo:available"  # geo set of online drivers that are not busy
+SEEN_KEY = "drivers:last_seen"  # sorted set, score = wall-clock time of the last processed ping
+JOBS_KEY = "drivers:job"  # hash driver id → booking id it works on
+CELLS_KEY = "drivers:cell"  # hash driver id → H3 cell of its last fix (matching prices the drive from there)
+SPEEDS_KEY = "speeds"  # hash "{cell}:{hour}" → learned speed, m/s
+ZONES_VERSION_KEY = "zones:version"  # bumped on every zone change; workers reload when it moves
+DEADLINES_KEY = "offers:deadlines"  # sorted set of open offers by deadline (``streams.reservations``)
+PENDING_KEY = "bookings:pending"  # set of bookings waiting for a driver
+#: Where every API replica hears of a revoked device token (pub/sub; the payload is the token id).
+REVOKED_CHANNEL = "devtokens:revoked"
+
+
+def driver_key(driver_id: str) -> str:
+    """A driver's live state (hash)."""
+    return f"driver:{driver_id}"
+
+
+def reserve_key(driver_id: str) -> str:
+    """The booking holding a driver (``streams.reservations``)."""
+    return f"reserve:driver:{driver_id}"
+
+
+def mirror_key(booking_id: str) -> str:
+    """A booking's public view, written by the bookings agent for the API and matching."""
+    return f"booking:{booking_id}"
+
+
+def reply_key(command_id: str) -> str:
+    """The list the bookings agent pushes a command's verdict to; the API waits on it."""
+    return f"reply:{command_id}"
+
+
+def idempotency_key(subject: str, key: str) -> str:
+    """The booking a caller's ``Idempotency-Key`` already created."""
+    return f"idem:{subject}:{key}"
+
+
+def device_key(token_id: str) -> str:
+    """A device token's record (driver id, secret's hash, revoked), read on a token-cache miss."""
+    return f"devtoken:{token_id}"
+
+
+def replay_key(audience: str) -> str:
+    """An audience's bounded replay stream: what a reconnecting socket catches up from."""
+    return f"notify:{audience}"
+
+
+def replay_ids_key(audience: str) -> str:
+    """Event id → replay stream id of an audience: a replayed event keeps its first id."""
+    return f"notify:ids:{audience}"
+
+
+def track_seq_key(driver_id: str) -> str:
+    """A driver's history buckets by first seq (``sinks.track_index``)."""
+    return f"track:{driver_id}:seq"
+
+
+def track_time_key(driver_id: str) -> str:
+    """A driver's history buckets by first fix time (``sinks.track_index``)."""
+    return f"track:{driver_id}:t0"
+
+
+def read_limit_key(subject: str, window: int) -> str:
+    """A principal's read count in one fixed window."""
+    return f"ratelimit:read:{subject}:{window}"
+
+
+def login_limit_key(kind: Literal["acct", "addr"], value: str) -> str:
+    """Failed logins of an account, or attempts from an address."""
+    return f"ratelimit:login:{kind}:{value}"
+
+
+# --- RabbitMQ: exchange, routing keys, audiences -----------------------------------------
+
+EXCHANGE = "fleetstream.events"  # a topic exchange; each API process binds what its sockets need
+#: Driver locations travel in batches, one message per worker batch: a message per location
+#: cost the live worker a quarter of its CPU in aio-pika at 2,000 phones. The notification hub
+#: binds this key for a socket's :data:`LOCATIONS_PATTERN` and hands each location on as
+#: :func:`location_key`, so sockets see no difference.
+LOCATIONS_KEY = "fleet.locations"
+LOCATIONS_PATTERN = "driver.*.location"
+
+#: Dispatchers and admins: every booking, every location.
+STAFF = "staff.all"
+
+
+def customer_audience(customer_id: str) -> str:
+    return f"customer.{customer_id}"
+
+
+def driver_audience(driver_id: str) -> str:
+    return f"driver.{driver_id}"
+
+
+def booking_audience(booking_id: str) -> str:
+    """Whoever holds the booking's share link."""
+    return f"booking.{booking_id}"
+
+
+def audience_key(audience: str, event_type: str) -> str:
+    """The routing key of an event for one audience."""
+    return f"{audience}.{event_type}"
+
+
+def audience_pattern(audience: str) -> str:
+    """The binding that gives a socket everything for its audience."""
+    return f"{audience}.#"
+
+
+def location_key(driver_id: str) -> str:
+    return f"{driver_audience(driver_id)}.location"
+
+
+def status_key(driver_id: str) -> str:
+    return f"{driver_audience(driver_id)}.status"
+
+
+def driver_geofence_key(driver_id: str) -> str:
+    return f"{driver_audience(driver_id)}.geofence"
+
+
+def zone_key(zone_id: str, kind: str) -> str:
+    """A zone's enter/exit/dwell events."""
+    return f"zone.{zone_id}.{kind}"
