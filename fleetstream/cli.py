@@ -97,7 +97,7 @@ def worker(
 
     # uvloop, as the API runs: the worker's time goes largely to socket I/O (Kafka, Redis, RabbitMQ).
     mode.loop.use("uvloop")
-    # Before streams.app is imported: the app is built from settings at import.
+    # Through the environment, so that every get_settings() of this process (clients too) agrees.
     if app_id:
         os.environ["FLEETSTREAM_APP_ID"] = app_id
     if web_port is not None:
@@ -105,12 +105,15 @@ def worker(
     get_settings.cache_clear()
 
     from fleetstream.runtime import tune_gc
-    from streams.app import app as faust_app
-    from streams.app import load_agents
     from streams.topics import ensure_changelogs
+    from streams.worker import build
 
-    chosen = load_agents(agents.split(",") if agents else None)
-    console.print(f"worker {faust_app.conf.id}: agents {', '.join(chosen)}")
+    names = agents.split(",") if agents else None
+    try:
+        faust_app = build(get_settings(), names).app
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--agents") from exc
+    console.print(f"worker {faust_app.conf.id}: agents {agents or 'all'}")
     changelogs = {t.changelog_topic.get_topic_name(): t.partitions for t in faust_app.tables.values()}
     with ThreadPoolExecutor(1) as pool:  # not on this thread: Faust's worker makes its loop here next
         pool.submit(asyncio.run, ensure_changelogs(changelogs, get_settings())).result()

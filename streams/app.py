@@ -1,25 +1,26 @@
-"""The Faust application every agent module attaches to.
+"""The Faust app, and the :class:`Runtime` an agent module is handed to attach to it.
 
 Settings decide the broker, the app id (the consumer group: run more workers with
-the same id to scale out by partitions) and the table store. Agents are plain
-modules listed in :data:`AGENT_MODULES`; ``fleetstream worker --agents`` can run a
-subset, so the driver and booking services can be deployed as separate processes.
+the same id to scale out by partitions) and the table store. Nothing here runs at
+import: ``streams.worker`` (the composition root) builds the app and installs, in
+order, the steps and agents a worker runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.types import Message
+from faust.types import TP, Message, TableT
 from prometheus_client import Counter
 
-from fleetstream.config import Settings, get_settings
+from fleetstream.config import Settings
 from schemas import DeadLetter, deterministic_event_id, encode
 from schemas.contracts import TELEMETRY_DLQ, Topic
 from streams import codec
@@ -28,20 +29,6 @@ from streams.topics import partitions_for
 
 log = logging.getLogger(__name__)
 
-codec.register()
-
-#: Agent modules in dependency order; each defines its agents on import.
-AGENT_MODULES: dict[str, str] = {
-    "clean": "streams.clean",
-    "driver_state": "streams.driver_state",
-    "geofence": "streams.geofence",
-    "store": "streams.store",
-    "publish": "streams.publish",
-    "bookings": "streams.bookings",
-    "matching": "streams.matching",
-    "eta": "streams.eta",
-}
-
 
 class DeadLetteringTopic(faust.Topic):
     """A source topic whose undecodable records go to a dead-letter topic, with the reason.
@@ -49,17 +36,19 @@ class DeadLetteringTopic(faust.Topic):
     Faust acks such a record and carries on; without this hook it would only be logged.
     """
 
+    def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def _clone_args(self) -> Mapping[str, Any]:  # Faust clones topics (an agent's channel): keep the runtime
+        return {**super()._clone_args(), "runtime": self.runtime}
+
     async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
-        await dead_letter(message, "undecodable", exc)
+        await self.runtime.dead_letter(message, "undecodable", exc)
 
 
-async def dead_letter(message: Message, reason: str, exc: BaseException, step: str | None = None,
-                      payload: bytes | str | None = None) -> None:  # fmt: skip
-    """``message`` (or ``payload`` for it) to the dead-letter topic with why, and which step refused it.
-
-    The id derives from the record's place in its topic and the step, so a replayed batch
-    dead-letters the same record under the same id (consumers dedupe).
-    """
+async def _dead_letter(app: faust.App, settings: Settings, message: Message, reason: str, exc: BaseException,
+                       step: str | None = None, payload: bytes | str | None = None) -> None:  # fmt: skip
     if payload is None:
         payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
     text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
@@ -74,11 +63,12 @@ async def dead_letter(message: Message, reason: str, exc: BaseException, step: s
     )
     log.warning("dead-lettering %s[%s]@%s (%s, step %s): %s", message.topic, message.partition, message.offset,
                 reason, step, exc)  # fmt: skip
-    await app.producer.send(get_settings().topic(TELEMETRY_DLQ.name), key=message.key, value=encode(record),
+    await app.producer.send(settings.topic(TELEMETRY_DLQ.name), key=message.key, value=encode(record),
                             partition=None, timestamp=None, headers=None)  # fmt: skip
 
 
 def create_app(settings: Settings) -> faust.App:
+    codec.register()
     datadir = settings.home / "faust"  # each app's tables under it, not "<app id>-data" in the working directory
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -109,36 +99,66 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-app = create_app(get_settings())
+@dataclass
+class Runtime:
+    """What an agent module is handed: the app, the settings, and the project's topics and tables.
 
-
-def topic(spec: Topic[Any], **kwargs: Any) -> faust.TopicT:
-    """A project topic (declared by ``fleetstream topics``), decoded with the schemas codec."""
-    return DeadLetteringTopic(
-        app,
-        topics=[get_settings().topic(spec.name)],
-        partitions=partitions_for(spec, get_settings()),
-        **{"value_serializer": codec.CODEC_NAME, "key_serializer": "raw", **kwargs},
-    )
-
-
-def table(name: str, **kwargs: Any) -> faust.types.TableT[bytes, Any]:
-    """A changelog-backed table keyed by raw driver/booking id bytes, JSON values.
-
-    ``key_type=bytes`` is what makes Faust read changelog keys back as raw bytes during
-    recovery (a ``schema=`` alone only affects writes).
+    Agent modules define their agents, timers and steps inside a function that takes this
+    (``install(rt)``, ``step(rt)``); importing them does nothing. Agents, ours or an SDK
+    user's, get replay-safe commits, crash handling and dead-lettering from here.
     """
-    return app.Table(name, default=None, key_type=bytes, partitions=get_settings().telemetry_partitions, **kwargs)
+
+    app: faust.App
+    settings: Settings
+    crashed: dict[str, str] = field(default_factory=dict)  # agent → repr of what it raised (``/ready``: 503)
+
+    def topic(self, spec: Topic[Any], **kwargs: Any) -> faust.TopicT:
+        """A project topic (declared by ``fleetstream topics``), decoded with the schemas codec."""
+        return DeadLetteringTopic(
+            self.app,
+            topics=[self.settings.topic(spec.name)],
+            partitions=partitions_for(spec, self.settings),
+            runtime=self,
+            **{"value_serializer": codec.CODEC_NAME, "key_serializer": "raw", **kwargs},
+        )
+
+    def table(self, name: str, **kwargs: Any) -> TableT[bytes, Any]:
+        """A changelog-backed table keyed by raw driver/booking id bytes, JSON values.
+
+        ``key_type=bytes`` is what makes Faust read changelog keys back as raw bytes during
+        recovery (a ``schema=`` alone only affects writes).
+        """
+        return self.app.Table(name, default=None, key_type=bytes, partitions=self.settings.telemetry_partitions,
+                              **kwargs)  # fmt: skip
+
+    async def dead_letter(self, message: Message, reason: str, exc: BaseException, step: str | None = None,
+                          payload: bytes | str | None = None) -> None:  # fmt: skip
+        """``message`` (or ``payload`` for it) to the dead-letter topic with why, and which step refused it.
+
+        The id derives from the record's place in its topic and the step, so a replayed batch
+        dead-letters the same record under the same id (consumers dedupe).
+        """
+        await _dead_letter(self.app, self.settings, message, reason, exc, step, payload)
+
+    def committed(self, source: tuple[str, int, int]) -> int | None:
+        """The group's committed offset of a source record's partition (replay memories prune below it)."""
+        return committed_offsets(self.app.consumer).get(TP(source[0], source[1]))
 
 
 #: Exit status of a worker whose agent crashed (distinct from a plain failure to start).
 EXIT_CRASHED = 70
 
-#: Agents that raised, with the exception: ``/ready`` answers 503 while the worker goes down.
-CRASHED: dict[str, str] = {}
+
+def stop_on_agent_error(rt: Runtime) -> Any:
+    """Faust's agent error hook for ``rt``'s app (see :func:`_stop`)."""
+
+    async def hook(agent: Any, exc: BaseException) -> None:
+        await _stop(rt, agent, exc)
+
+    return hook
 
 
-async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
+async def _stop(rt: Runtime, agent: Any, exc: BaseException) -> None:
     """Crash the whole worker when an agent raised, so that it exits and is restarted.
 
     Faust would restart the agent inside the running worker, past the batch that failed:
@@ -148,19 +168,40 @@ async def stop_on_agent_error(agent: Any, exc: BaseException) -> None:
     the demo's watcher) and reads again from the committed offset: nothing is skipped.
     """
     log.critical("agent %s crashed (%r): stopping the worker; it resumes at its committed offsets", agent.name, exc)
-    CRASHED[agent.name] = repr(exc)
+    rt.crashed[agent.name] = repr(exc)
     # The process goes, whatever its shutdown does: a shutdown that waited on a dead server
     # kept a crashed worker alive (503, no processing) for minutes, and no supervisor restarts
     # a process that has not exited. Offsets already committed are all it needs to resume.
-    exit_timer = threading.Timer(get_settings().crash_exit_s, os._exit, args=(EXIT_CRASHED,))
+    exit_timer = threading.Timer(rt.settings.crash_exit_s, os._exit, args=(EXIT_CRASHED,))
     exit_timer.daemon = True
     exit_timer.start()
-    await app.crash(exc)
+    await rt.app.crash(exc)
     # Never return: Faust starts a new actor when this hook returns, and that actor would
     # process and ack the records after the failed batch, leaving a gap that freezes the
     # partition's committed offset, and (its table moved on) the replayed batch would be
     # taken for duplicates after the restart.
     await asyncio.Event().wait()
+
+
+def undelivered(committed_at: Mapping[Any, int], acked_at: Mapping[Any, list[int]], in_flight: set[tuple[Any, int]],
+                highwater: Mapping[Any, int | None]) -> dict[Any, int]:  # fmt: skip
+    """Partitions whose record at the committed offset is neither acked nor in flight, though it exists.
+
+    Two shapes: a hole below acked offsets (records after it were delivered), or, with
+    nothing acked and nothing in flight, a head record below the partition's end (the
+    only record of a quiet partition, dropped: nothing after it would ever show the hole).
+    """
+    flying = {tp for tp, _ in in_flight}
+    out: dict[Any, int] = {}
+    for tp, committed in committed_at.items():
+        acked = acked_at.get(tp)
+        if acked:
+            first = min(acked)
+            if first > committed and not any((tp, o) in in_flight for o in range(committed, first)):
+                out[tp] = committed
+        elif tp not in flying and (high := highwater.get(tp)) is not None and high > committed:
+            out[tp] = committed
+    return out
 
 
 class GapRepair:
@@ -170,53 +211,36 @@ class GapRepair:
     that its fetcher read but never delivered (cancelled while the flow was suspended for a
     rebalance) is never acked: the group's committed offset then froze on that partition
     while the worker went on processing it, every restart replayed everything after it, and
-    the lag never returned to 0 (a lag-based autoscaler would scale up for good). A hole
-    below the acked offsets that nothing in flight covers, and that is still there at the
-    next check, is such a record: the partition is sought back to the committed offset and
-    read again (steps are replay-safe; acked offsets are not acked twice).
+    the lag never returned to 0 (a lag-based autoscaler would scale up for good). A record
+    :func:`undelivered` finds, still so at the next check, is such a record: the partition
+    is sought back to the committed offset and read again (steps are replay-safe; acked
+    offsets are not acked twice).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
         self.suspects: dict[Any, int] = {}
 
     def holes(self) -> dict[Any, int]:
-        consumer = app.consumer
+        consumer = self.app.consumer
         in_flight = {(m.tp, m.offset) for m in list(unacked_messages(consumer))}
-        committed_at = committed_offsets(consumer)
-        out = {}
-        for tp, acked in list(acked_offsets(consumer).items()):
-            committed = committed_at.get(tp)
-            if not acked or committed is None:
-                continue
-            first = min(acked)
-            if first > committed and not any((tp, o) in in_flight for o in range(committed, first)):
-                out[tp] = committed
-        return out
+        mine = set(consumer.assignment())
+        committed_at = {
+            tp: o
+            for tp, o in committed_offsets(consumer).items()
+            if tp in mine and self.app.topics.acks_enabled_for(tp.topic)
+        }  # agents' sources only
+        highwater = {tp: consumer.highwater(tp) for tp in committed_at}
+        return undelivered(committed_at, acked_offsets(consumer), in_flight, highwater)
 
     async def check(self) -> None:
         found = self.holes()
         for tp, committed in found.items():
             if self.suspects.get(tp) == committed:
                 REPAIRED_GAPS.inc()
-                log.warning("offsets %s of %s were never delivered: reading again from %s", committed, tp, committed)
-                await app.consumer.seek(tp, committed)
+                log.warning("offset %s of %s was never delivered: reading again from it", committed, tp)
+                await self.app.consumer.seek(tp, committed)
         self.suspects = found
 
 
 REPAIRED_GAPS = Counter("fleetstream_offset_gaps_repaired_total", "Partitions sought back over an undelivered record")
-
-
-def load_agents(names: list[str] | None = None) -> list[str]:
-    chosen = names or list(AGENT_MODULES)
-    unknown = [n for n in chosen if n not in AGENT_MODULES]
-    if unknown:
-        raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENT_MODULES)}")
-    importlib.import_module("streams.metrics")
-    importlib.import_module("streams.offsets").install()  # never commit past an unacknowledged record
-    for n in chosen:
-        importlib.import_module(AGENT_MODULES[n])
-    importlib.import_module("streams.pipeline").build(chosen)  # one agent for the telemetry steps among them
-    for agent in app.agents.values():
-        agent._on_error = stop_on_agent_error  # Faust's hook; set here so every agent, ours or yours, has it
-    app.timer(interval=get_settings().gap_check_s, name="streams.app.repair_gaps")(GapRepair().check)
-    return chosen

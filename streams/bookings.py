@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
-from fleetstream.config import get_settings
 from schemas import BookingCommand, decode, encode
 from schemas.contracts import (
     BOOKING_COMMANDS,
@@ -30,15 +29,11 @@ from schemas.contracts import (
     reply_key,
 )
 from streams import resources
-from streams.app import app, dead_letter, table, topic
+from streams.app import Runtime
 from streams.booking_rules import apply, public_view
 from streams.metrics import RECORDS
 from streams.poison import ServerUnavailable, retrying
 from streams.reservations import hold_on, release_on
-
-commands_topic = topic(BOOKING_COMMANDS)
-events_topic = topic(BOOKING_EVENTS)
-booking_table = table("booking-state")
 
 RECENT = 16
 REPLY_TTL_S = 60
@@ -79,41 +74,46 @@ def _effects(pipe: Any, before: dict[str, Any] | None, after: dict[str, Any] | N
     pipe.expire(key, REPLY_TTL_S)
 
 
-@app.agent(commands_topic)
-async def run_bookings(stream: StreamT[Any]) -> None:
-    r = resources.redis()
-    budget = get_settings().server_retry_s
+def install(rt: Runtime) -> None:
+    """The bookings agent: each command applied once to its booking's state (a changelog-backed table)."""
+    events_topic = rt.topic(BOOKING_EVENTS)
+    booking_table = rt.table("booking-state")
 
-    async def handle(cmd: BookingCommand) -> None:
-        key = str(cmd.booking_id).encode()
-        stored = booking_table.get(key) or {}
-        before: dict[str, Any] | None = stored.get("booking")
-        recent: list[list[Any]] = stored.get("recent", [])
-        cid = str(cmd.event_id)
-        seen = next((x for x in recent if x[0] == cid), None)
-        if seen is not None:  # a replay: same answer, same events
-            ok, error, events, after = seen[1], seen[2], [decode(e) for e in seen[3]], before
-            before = seen[4]
-        else:
-            d = apply(before, cmd, datetime.now(UTC))
-            ok, error, events, after = d.ok, d.error, d.events, d.state
-        for e in events:
-            await events_topic.send(key=key, value=e)
-        pipe = r.pipeline(transaction=False)
-        _effects(pipe, before, after, cmd, ok, error)
-        await pipe.execute()
-        if seen is None and after is not None:
-            entry = [cid, ok, error, [encode(e).decode() for e in events], before]
-            booking_table[key] = {"booking": after, "recent": [*recent, entry][-RECENT:]}
+    @rt.app.agent(rt.topic(BOOKING_COMMANDS), name="streams.bookings.run_bookings")
+    async def run_bookings(stream: StreamT[Any]) -> None:
+        r = resources.redis()
+        budget = rt.settings.server_retry_s
 
-    async for event in stream.events():
-        RECORDS.labels("bookings").inc()
-        cmd = event.value
-        if not isinstance(cmd, BookingCommand):
-            continue
-        try:
-            await retrying(functools.partial(handle, cmd), budget, "bookings")
-        except ServerUnavailable:
-            raise
-        except Exception as exc:  # this command's data: dead-lettered, the other bookings go on
-            await dead_letter(event.message, "step_failed", exc, step="bookings")
+        async def handle(cmd: BookingCommand) -> None:
+            key = str(cmd.booking_id).encode()
+            stored = booking_table.get(key) or {}
+            before: dict[str, Any] | None = stored.get("booking")
+            recent: list[list[Any]] = stored.get("recent", [])
+            cid = str(cmd.event_id)
+            seen = next((x for x in recent if x[0] == cid), None)
+            if seen is not None:  # a replay: same answer, same events
+                ok, error, events, after = seen[1], seen[2], [decode(e) for e in seen[3]], before
+                before = seen[4]
+            else:
+                d = apply(before, cmd, datetime.now(UTC))
+                ok, error, events, after = d.ok, d.error, d.events, d.state
+            for e in events:
+                await events_topic.send(key=key, value=e)
+            pipe = r.pipeline(transaction=False)
+            _effects(pipe, before, after, cmd, ok, error)
+            await pipe.execute()
+            if seen is None and after is not None:
+                entry = [cid, ok, error, [encode(e).decode() for e in events], before]
+                booking_table[key] = {"booking": after, "recent": [*recent, entry][-RECENT:]}
+
+        async for event in stream.events():
+            RECORDS.labels("bookings").inc()
+            cmd = event.value
+            if not isinstance(cmd, BookingCommand):
+                continue
+            try:
+                await retrying(functools.partial(handle, cmd), budget, "bookings")
+            except ServerUnavailable:
+                raise
+            except Exception as exc:  # this command's data: dead-lettered, the other bookings go on
+                await rt.dead_letter(event.message, "step_failed", exc, step="bookings")

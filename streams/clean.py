@@ -18,28 +18,25 @@ from collections.abc import Sequence
 
 from faust.types import EventT
 
-from fleetstream.config import get_settings
 from schemas import DeadLetter, GpsPing, TelemetryBatch, deterministic_event_id
 from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_DLQ
 from streams import pipeline
-from streams.app import app, table, topic
+from streams.app import Runtime
 from streams.metrics import DROPPED, PINGS
-from streams.pipeline import committed
 from streams.replay import produced_before, remember, seq_members, seq_set
 from streams.rules import CleanLimits, clean_pings
 
-clean_topic = topic(TELEMETRY_CLEAN)
-clean_name = get_settings().topic(TELEMETRY_CLEAN.name)
-dlq = topic(TELEMETRY_DLQ)
 
-last_accepted = table(
-    "clean-last-accepted",
-    use_partitioner=True,  # written from batches: the key's partition is its source record's
-)
-
-
-async def make_cleaner() -> pipeline.Cleaner:
-    s = get_settings()
+def cleaner(rt: Runtime) -> pipeline.CleanerFactory:
+    """The first telemetry step: its output topic, its table, and the cleaning of each device record."""
+    app, s = rt.app, rt.settings
+    clean_topic = rt.topic(TELEMETRY_CLEAN)
+    clean_name = s.topic(TELEMETRY_CLEAN.name)
+    dlq = rt.topic(TELEMETRY_DLQ)
+    last_accepted = rt.table(
+        "clean-last-accepted",
+        use_partitioner=True,  # written from batches: the key's partition is its source record's
+    )
     limits = CleanLimits(max_accuracy_m=s.max_accuracy_m, max_speed_mps=s.max_speed_mps)
 
     async def clean(events: Sequence[EventT]) -> list[pipeline.Item]:
@@ -58,7 +55,8 @@ async def make_cleaner() -> pipeline.Cleaner:
                 good, bad = [p for p in batch.pings if p.seq in seqs], list[tuple[GpsPing, str, str]]()
             else:
                 good, bad, last = clean_pings(state.get("last"), batch.pings, limits)
-                memory = remember({**state, "last": last}, source, seq_set([p.seq for p in good]), committed(source))
+                memory = remember({**state, "last": last}, source, seq_set([p.seq for p in good]),
+                                  rt.committed(source))  # fmt: skip
                 last_accepted[key] = memory
             PINGS.labels("clean").inc(len(batch.pings))
             for ping, reason, detail in bad:
@@ -86,7 +84,7 @@ async def make_cleaner() -> pipeline.Cleaner:
                 out.append(pipeline.Item(cleaned, source, msg))
         return out
 
-    return clean
+    async def make() -> pipeline.Cleaner:
+        return clean
 
-
-pipeline.register_cleaner(make_cleaner)
+    return make

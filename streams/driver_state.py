@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
+from faust.types import TopicT
 from redis.asyncio.client import Pipeline
 
 from fleetstream.clients import Lua, execute
-from fleetstream.config import get_settings
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
 from schemas.base import GEO_MAX_LAT
 from schemas.contracts import DRIVER_STATUS, GEO_KEY, SEEN_KEY, driver_key, reserve_key
 from streams import pipeline, resources
-from streams.app import app, topic
+from streams.app import Runtime
 from streams.metrics import DRIVERS_ONLINE, PINGS
-
-status_topic = topic(DRIVER_STATUS)
 
 # KEYS: driver hash, geo set, last-seen zset, reservation.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
 # Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it),
@@ -85,8 +84,17 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else repr(v)
 
 
-async def make_step() -> pipeline.Step:
-    r = resources.redis()
+def step(rt: Runtime) -> pipeline.StepFactory:
+    """Each driver's latest fix into Redis (state, geo index, last seen), and its coming online."""
+    status_topic = rt.topic(DRIVER_STATUS)
+
+    async def make() -> pipeline.Step:
+        return _track_drivers(resources.redis(), status_topic)
+
+    return make
+
+
+def _track_drivers(r: Any, status_topic: TopicT) -> pipeline.Step:
     update = Lua(UPDATE_POSITION)
 
     async def track_drivers(items: list[pipeline.Item]) -> None:
@@ -124,28 +132,29 @@ async def make_step() -> pipeline.Step:
     return track_drivers
 
 
-pipeline.register_step("driver_state", make_step)
+def install(rt: Runtime) -> None:
+    """The timer that takes silent drivers offline (the ``driver_state`` agent's other half)."""
+    s = rt.settings
+    status_topic = rt.topic(DRIVER_STATUS)
 
-
-@app.timer(interval=get_settings().offline_check_s)
-async def expire_silent_drivers() -> None:
-    s = get_settings()
-    r = resources.redis()
-    cutoff = time.time() - s.offline_after_s
-    claimed = await r.eval(EXPIRE_OFFLINE, 2, SEEN_KEY, GEO_KEY, repr(cutoff), 1000, driver_key(""))
-    for i in range(0, len(claimed), 4):
-        driver_id, lat, lon, ts = claimed[i : i + 4]
-        last_seen = datetime.fromisoformat(ts) if ts else datetime.now(UTC)
-        await status_topic.send(
-            key=driver_id.encode(),
-            value=DriverStatusEvent(
-                event_id=deterministic_event_id("offline", driver_id, last_seen.isoformat()),
-                driver_id=driver_id,
-                status=DriverStatus.offline,
-                previous=DriverStatus.online,
-                last_seen=last_seen,
-                lat=float(lat) if lat else None,
-                lon=float(lon) if lon else None,
-            ),
-        )
-    DRIVERS_ONLINE.set(await r.zcard(SEEN_KEY))
+    @rt.app.timer(interval=s.offline_check_s, name="streams.driver_state.expire_silent_drivers")
+    async def expire_silent_drivers() -> None:
+        r = resources.redis()
+        cutoff = time.time() - s.offline_after_s
+        claimed = await r.eval(EXPIRE_OFFLINE, 2, SEEN_KEY, GEO_KEY, repr(cutoff), 1000, driver_key(""))
+        for i in range(0, len(claimed), 4):
+            driver_id, lat, lon, ts = claimed[i : i + 4]
+            last_seen = datetime.fromisoformat(ts) if ts else datetime.now(UTC)
+            await status_topic.send(
+                key=driver_id.encode(),
+                value=DriverStatusEvent(
+                    event_id=deterministic_event_id("offline", driver_id, last_seen.isoformat()),
+                    driver_id=driver_id,
+                    status=DriverStatus.offline,
+                    previous=DriverStatus.online,
+                    last_seen=last_seen,
+                    lat=float(lat) if lat else None,
+                    lon=float(lon) if lon else None,
+                ),
+            )
+        DRIVERS_ONLINE.set(await r.zcard(SEEN_KEY))

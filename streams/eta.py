@@ -21,10 +21,11 @@ from typing import Any
 
 import h3
 import orjson
+from faust.types import TopicT
 from redis.asyncio.client import Pipeline
 
 from fleetstream.clients import Lua, execute, fields
-from fleetstream.config import Settings, get_settings
+from fleetstream.config import Settings
 from schemas import BookingCommand, EtaUpdate, TelemetryBatch
 from schemas.contracts import (
     BOOKING_COMMANDS,
@@ -38,13 +39,11 @@ from schemas.contracts import (
     mirror_key,
 )
 from streams import pipeline, resources
-from streams.app import topic
+from streams.app import Runtime
 from streams.fanout import Notifier, eta_notification
 from streams.geo import Zone, haversine_m
 from streams.speeds import SPEED_RES, learn_batch, travel_s
 
-eta_topic = topic(ETA_UPDATES)
-commands_topic = topic(BOOKING_COMMANDS)
 SMOOTHING = 0.5
 
 
@@ -58,10 +57,11 @@ def should_emit(sent_s: float, sent_at: float, eta_s: float, now: float, s: Sett
 class Estimates:
     """This worker's last emitted ETA per booking and its learned speeds (flushed to Redis)."""
 
-    last: dict[str, dict[str, Any]] = {}
-    arrived: set[str] = set()  # bookings whose pickup fence this worker reported (once is enough)
-    speeds: dict[str, float] = {}
-    dirty: set[str] = set()
+    def __init__(self) -> None:
+        self.last: dict[str, dict[str, Any]] = {}
+        self.arrived: set[str] = set()  # bookings whose pickup fence this worker reported (once is enough)
+        self.speeds: dict[str, float] = {}
+        self.dirty: set[str] = set()
 
 
 # KEYS: driver → booking hash.  ARGV: the booking mirror key's prefix, driver ids.
@@ -79,10 +79,21 @@ return out
 """
 
 
-async def make_step() -> pipeline.Step:
-    s = get_settings()
-    r = resources.redis()
-    notifier = await Notifier.open()
+def step(rt: Runtime) -> pipeline.StepFactory:
+    """Live ETAs of the bookings whose drivers moved, straight to their audiences; speeds learned on the way."""
+    s = rt.settings
+    eta_topic = rt.topic(ETA_UPDATES)
+    commands_topic = rt.topic(BOOKING_COMMANDS)
+    est = Estimates()
+
+    async def make() -> pipeline.Step:
+        return _estimate(s, resources.redis(), await Notifier.open(), eta_topic, commands_topic, est)
+
+    return make
+
+
+def _estimate(s: Settings, r: Any, notifier: Notifier, eta_topic: TopicT, commands_topic: TopicT,
+              est: Estimates) -> pipeline.Step:  # fmt: skip
     jobs_with_bookings = Lua(JOBS_WITH_BOOKINGS)
 
     async def estimate(items: list[pipeline.Item]) -> None:
@@ -91,11 +102,11 @@ async def make_step() -> pipeline.Step:
         for item in items:
             b = item.batch
             newest[b.driver_id] = b
-            learn_batch(b.pings, hour, Estimates.speeds, Estimates.dirty, s.speed_learning_rate)
+            learn_batch(b.pings, hour, est.speeds, est.dirty, s.speed_learning_rate)
         drivers = list(newest)
         cells = {d: h3.latlng_to_cell(b.pings[-1].lat, b.pings[-1].lon, SPEED_RES) for d, b in newest.items()}
-        speeds = {k: round(Estimates.speeds[k], 3) for k in Estimates.dirty}
-        Estimates.dirty.clear()
+        speeds = {k: round(est.speeds[k], 3) for k in est.dirty}
+        est.dirty.clear()
 
         def build(pipe: Pipeline) -> None:
             jobs_with_bookings.queue(pipe, [JOBS_KEY], [mirror_key(""), *drivers])
@@ -106,15 +117,15 @@ async def make_step() -> pipeline.Step:
         found, *_ = await execute(r, build, [jobs_with_bookings])
         if not found:
             return
-        if len(Estimates.last) > 50_000:  # finished bookings are never looked at again; forgetting costs one update
-            Estimates.last.clear()
-            Estimates.arrived.clear()
+        if len(est.last) > 50_000:  # finished bookings are never looked at again; forgetting costs one update
+            est.last.clear()
+            est.arrived.clear()
         now = time.time()
         updates: list[EtaUpdate] = []
         for driver, doc in zip(found[::2], found[1::2], strict=True):
             booking = orjson.loads(doc) if doc else None
             if booking is not None and booking.get("driver_id") == driver:
-                update = await follow(booking, newest[driver], hour, now, s)
+                update = await follow(booking, newest[driver], hour, now, s, est, commands_topic)
                 if update is not None:
                     updates.append(update)
         # Straight to the customer's socket (no further Kafka hop); eta.updates keeps the record.
@@ -127,12 +138,8 @@ async def make_step() -> pipeline.Step:
     return estimate
 
 
-pipeline.register_step("eta", make_step)
-
-
-async def follow(
-    booking: dict[str, Any], batch: TelemetryBatch, hour: int, now: float, s: Settings
-) -> EtaUpdate | None:
+async def follow(booking: dict[str, Any], batch: TelemetryBatch, hour: int, now: float, s: Settings,
+                 est: Estimates, commands_topic: TopicT) -> EtaUpdate | None:  # fmt: skip
     """This booking's new estimate when it is worth telling; the pickup fence's arrival command on the way."""
     status = booking["status"]
     if status not in ("assigned", "driver_arrived", "picked_up"):
@@ -144,8 +151,8 @@ async def follow(
     if status == "assigned":
         fence = Zone.from_doc({"_id": f"pickup:{bid}", "name": "pickup", "circle": {"center": target,
                                "radius_m": s.arrival_radius_m}})  # fmt: skip
-        if bid not in Estimates.arrived and fence.contains(p.lat, p.lon):
-            Estimates.arrived.add(bid)
+        if bid not in est.arrived and fence.contains(p.lat, p.lon):
+            est.arrived.add(bid)
             await commands_topic.send(
                 key=bid.encode(),
                 value=BookingCommand(
@@ -153,17 +160,17 @@ async def follow(
                 ),
             )
     distance = haversine_m(p.lat, p.lon, target["lat"], target["lon"])
-    raw = travel_s(p.lat, p.lon, target["lat"], target["lon"], Estimates.speeds, hour, s)
-    prev = Estimates.last.get(bid)
+    raw = travel_s(p.lat, p.lon, target["lat"], target["lon"], est.speeds, hour, s)
+    prev = est.last.get(bid)
     if prev is None or prev["phase"] != phase:
         smoothed, emit = raw, True
     else:
         smoothed = SMOOTHING * raw + (1 - SMOOTHING) * prev["smoothed"]
         emit = should_emit(prev["sent"], prev["at"], smoothed, now, s)
     if not emit:
-        Estimates.last[bid] = {**prev, "smoothed": smoothed}  # type: ignore[dict-item]
+        est.last[bid] = {**prev, "smoothed": smoothed}  # type: ignore[dict-item]
         return None
-    Estimates.last[bid] = {"phase": phase, "smoothed": smoothed, "sent": smoothed, "at": now}
+    est.last[bid] = {"phase": phase, "smoothed": smoothed, "sent": smoothed, "at": now}
     return EtaUpdate(booking_id=uuid.UUID(bid), customer_id=booking["customer_id"], driver_id=batch.driver_id,
                      phase=phase, eta_s=round(smoothed, 1), distance_m=round(distance, 1), lat=p.lat,
                      lon=p.lon)  # fmt: skip

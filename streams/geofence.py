@@ -12,58 +12,59 @@ from __future__ import annotations
 import logging
 from typing import cast
 
-from fleetstream.config import get_settings
 from schemas import GeofenceEvent, deterministic_event_id
 from schemas.contracts import GEOFENCE_EVENTS, ZONES_VERSION_KEY
 from streams import pipeline, resources
-from streams.app import app, table, topic
+from streams.app import Runtime
 from streams.geo import Zone, ZoneIndex
 from streams.metrics import PINGS
-from streams.pipeline import committed
 from streams.replay import produced_before, remember
 from streams.rules import fence_changes
 
 log = logging.getLogger(__name__)
-geofence_topic = topic(GEOFENCE_EVENTS)
-
-inside_table = table(
-    "geofence-inside",
-    use_partitioner=True,  # written from batches: the key's partition is its source record's
-)
 
 
 class Zones:
     """The worker's zone index and the version it was loaded at."""
 
-    index = ZoneIndex()
-    version: str | None = "unloaded"
+    def __init__(self) -> None:
+        self.index = ZoneIndex()
+        self.version: str | None = "unloaded"
 
-    @classmethod
-    async def refresh(cls) -> None:
+    async def refresh(self) -> None:
         version = cast(str | None, await resources.redis().get(ZONES_VERSION_KEY))
-        if version == cls.version:
+        if version == self.version:
             return
         docs = [d async for d in resources.db().zones.find({})]
-        cls.index = ZoneIndex(Zone.from_doc(d) for d in docs)
-        cls.version = version
+        self.index = ZoneIndex(Zone.from_doc(d) for d in docs)
+        self.version = version
         log.info("loaded %d zones (version %s)", len(docs), version)
 
 
-@app.timer(interval=1.0)
-async def refresh_zones() -> None:
-    try:
-        await Zones.refresh()
-    except Exception as exc:  # keep the last good index; try again next tick
-        log.warning("zone refresh failed: %s", exc)
+def step(rt: Runtime) -> pipeline.StepFactory:
+    """Enter, exit and dwell per driver and zone; the zone index follows ``zones:version`` every second."""
+    geofence_topic = rt.topic(GEOFENCE_EVENTS)
+    inside_table = rt.table(
+        "geofence-inside",
+        use_partitioner=True,  # written from batches: the key's partition is its source record's
+    )
+    zones = Zones()
+    default_dwell = rt.settings.default_dwell_s
 
+    @rt.app.timer(interval=1.0, name="streams.geofence.refresh_zones")
+    async def refresh_zones() -> None:
+        try:
+            await zones.refresh()
+        except Exception as exc:  # keep the last good index; try again next tick
+            log.warning("zone refresh failed: %s", exc)
 
-async def make_step() -> pipeline.Step:
-    default_dwell = get_settings().default_dwell_s
-    if Zones.version == "unloaded":
-        await Zones.refresh()
+    async def make() -> pipeline.Step:
+        if zones.version == "unloaded":
+            await zones.refresh()
+        return detect_fences
 
     async def detect_fences(items: list[pipeline.Item]) -> None:
-        index = Zones.index
+        index = zones.index
         for item in items:
             batch = item.batch
             key = batch.driver_id.encode()
@@ -98,9 +99,7 @@ async def make_step() -> pipeline.Step:
                 )
             if replayed is None and (changes or inside != before.get("inside", {})):
                 changed = [list(c) for c in changes]
-                inside_table[key] = remember({**before, "inside": inside}, item.source, changed, committed(item.source))
+                inside_table[key] = remember({**before, "inside": inside}, item.source, changed,
+                                             rt.committed(item.source))  # fmt: skip
 
-    return detect_fences
-
-
-pipeline.register_step("geofence", make_step)
+    return make

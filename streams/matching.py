@@ -22,21 +22,21 @@ from typing import Any
 
 import numpy as np
 import orjson
+from faust.types import TopicT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from scipy.optimize import linear_sum_assignment
 
-from fleetstream.config import Settings, get_settings
+from fleetstream.config import Settings
 from schemas import BookingCommand, BookingCommandType, GeoPoint
 from schemas.contracts import BOOKING_COMMANDS, CELLS_KEY, GEO_KEY, PENDING_KEY, SPEEDS_KEY, mirror_key
 from streams import resources
-from streams.app import app, topic
+from streams.app import Runtime
 from streams.metrics import RECORDS
 from streams.reservations import CLAIM_DUE, claim_expired, reserve
 
 log = logging.getLogger(__name__)
-commands_topic = topic(BOOKING_COMMANDS)
 BATCH = 500
 NO_ROUTE = 1e9
 
@@ -116,13 +116,13 @@ async def safe_candidates(r: Any, state: dict[str, Any], settings: Settings) -> 
         return []
 
 
-async def system_command(booking_id: str, ctype: BookingCommandType, **fields: Any) -> None:
+async def system_command(commands: TopicT, booking_id: str, ctype: BookingCommandType, **fields: Any) -> None:
     cmd = BookingCommand(type=ctype, booking_id=uuid.UUID(booking_id), actor_id="matching", actor_role="system",
                          **fields)  # fmt: skip
-    await commands_topic.send(key=booking_id.encode(), value=cmd)
+    await commands.send(key=booking_id.encode(), value=cmd)
 
 
-async def match_once(settings: Settings) -> int:
+async def match_once(settings: Settings, commands: TopicT) -> int:
     """One matching round over the due bookings; returns how many offers it made."""
     r = resources.redis()
     now = time.time()
@@ -155,7 +155,7 @@ async def match_once(settings: Settings) -> int:
     for i, j in sorted(assign(costs), key=lambda p: costs[p[0]][p[1]]):
         bid, driver = open_[i]["booking_id"], drivers[j]
         if await reserve(r, bid, driver, ttl_ms, deadline.timestamp()):
-            await system_command(bid, "booking.offer", driver_id=driver, offer_deadline=deadline,
+            await system_command(commands, bid, "booking.offer", driver_id=driver, offer_deadline=deadline,
                                  eta_s=round(costs[i][j], 1))  # fmt: skip
             matched.add(i)
             offered += 1
@@ -170,7 +170,7 @@ async def match_once(settings: Settings) -> int:
         if age >= settings.match_timeout_s:
             far = settings.match_radii_m[-1] / 1000
             reason = f"no driver available within {far:g} km" if not per_booking[i] else "no driver accepted in time"
-            await system_command(bid, "booking.expire", reason=reason)
+            await system_command(commands, bid, "booking.expire", reason=reason)
             pipe.zrem(PENDING_KEY, bid)
         else:
             pipe.zadd(PENDING_KEY, {bid: retry})
@@ -180,15 +180,19 @@ async def match_once(settings: Settings) -> int:
     return offered
 
 
-@app.timer(interval=get_settings().match_window_s)
-async def match_pending() -> None:
-    try:
-        await match_once(get_settings())
-    except Exception:  # a failed round leaves its bookings leased; they come back after the lease
-        log.exception("matching round failed")
+def install(rt: Runtime) -> None:
+    """The matching rounds and the offer-timeout timer."""
+    s = rt.settings
+    commands = rt.topic(BOOKING_COMMANDS)
 
+    @rt.app.timer(interval=s.match_window_s, name="streams.matching.match_pending")
+    async def match_pending() -> None:
+        try:
+            await match_once(s, commands)
+        except Exception:  # a failed round leaves its bookings leased; they come back after the lease
+            log.exception("matching round failed")
 
-@app.timer(interval=0.5)
-async def expire_offers() -> None:
-    for bid, driver in await claim_expired(resources.redis(), time.time(), get_settings().offer_claim_lease_s):
-        await system_command(bid, "booking.offer_timeout", driver_id=driver)
+    @rt.app.timer(interval=0.5, name="streams.matching.expire_offers")
+    async def expire_offers() -> None:
+        for bid, driver in await claim_expired(resources.redis(), time.time(), s.offer_claim_lease_s):
+            await system_command(commands, bid, "booking.offer_timeout", driver_id=driver)

@@ -10,7 +10,7 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from streams.app import CRASHED, app
+from streams.app import Runtime
 from streams.offsets import committed_offsets
 
 RECORDS = Counter("fleetstream_agent_records_total", "Kafka records processed per agent", ["agent"])
@@ -52,38 +52,35 @@ STEP_SECONDS = Histogram(
 DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
 
 
-@app.page("/metrics")
-async def metrics(web: View, request: Request) -> Response:
-    # aiohttp wants the charset apart from the media type.
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+def install(rt: Runtime) -> None:
+    """``/metrics`` and ``/ready`` on the worker's web port, and the lag gauges."""
+    app = rt.app
 
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        # aiohttp wants the charset apart from the media type.
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-@app.page("/ready")
-async def ready(web: View, request: Request) -> Response:
-    """200 once this worker holds partitions and recovered its tables (k8s readiness); 503 once an agent crashed."""
-    ok = (
-        bool(app.consumer.assignment())
-        and not app.rebalancing
-        and cast(TableManager, app.tables).recovery.completed.is_set()
-    )
-    ok = ok and not CRASHED
-    body = {"ready": ok, "partitions": len(app.consumer.assignment()), "crashed_agents": CRASHED}
-    return web.json(body, status=200 if ok else 503)
+    @app.page("/ready")
+    async def ready(web: View, request: Request) -> Response:
+        """200 once this worker holds partitions and recovered its tables (k8s readiness); 503 once an agent crashed."""
+        recovered = cast(TableManager, app.tables).recovery.completed.is_set()
+        ok = bool(app.consumer.assignment()) and not app.rebalancing and recovered and not rt.crashed
+        body = {"ready": ok, "partitions": len(app.consumer.assignment()), "crashed_agents": rt.crashed}
+        return web.json(body, status=200 if ok else 503)
 
+    @app.timer(interval=2.0, name="streams.metrics.measure_lag")
+    async def measure_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            committed = committed_offsets(consumer).get(tp)
+            if high is not None and committed is not None:
+                LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - committed))
 
-@app.timer(interval=2.0)
-async def measure_lag() -> None:
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        committed = committed_offsets(consumer).get(tp)
-        if high is not None and committed is not None:
-            LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - committed))
-
-
-@app.task
-async def watch_loop_lag() -> None:
-    while True:
-        t0 = time.monotonic()
-        await asyncio.sleep(0.02)
-        LOOP_LAG.observe(max(0.0, time.monotonic() - t0 - 0.02))
+    @app.task
+    async def watch_loop_lag() -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.02)
+            LOOP_LAG.observe(max(0.0, time.monotonic() - t0 - 0.02))

@@ -1,8 +1,8 @@
 """The live telemetry path: one agent, one pass over each batch of device records.
 
 Clean, driver state, geofences, locations and ETAs are steps, each in its own module
-(``streams.clean``, ``streams.driver_state``…), registered here when their module is
-imported. ``fleetstream worker --agents`` decides which steps run; whatever ran, one
+(``streams.clean``, ``streams.driver_state``…); ``streams.worker`` lists them in order and
+``fleetstream worker --agents`` decides which run. Whatever runs, one
 agent reads the source once, decodes each record once and hands the cleaned batches to
 every step. Five agents re-reading ``telemetry.clean`` cost a Kafka hop and a decode
 per step (the live worker was CPU-bound on exactly that), and a ping took three Kafka
@@ -23,21 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from faust.types import TP, EventT, Message, StreamT
+from faust.types import AgentT, EventT, Message, StreamT
 
-from fleetstream.config import get_settings
+from fleetstream.config import Settings
 from schemas import TelemetryBatch, encode
 from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_RAW
-from streams.app import app, dead_letter, topic
+from streams.app import Runtime
 from streams.batching import received_age, record_age, take_adaptive
 from streams.metrics import PINGS, RECEIVED_AGE, RECORD_AGE, RECORDS, STEP_SECONDS
-from streams.offsets import committed_offsets
 from streams.poison import isolate
-
-#: Clean runs first (the others see only what it accepted); the others run concurrently, started
-#: in this order: what a customer waits for (ETA, location) sends its first request before the
-#: CPU-heavier steps take the loop.
-FIRST = ("eta", "publish", "driver_state", "geofence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,24 +45,9 @@ class Item:
 
 Step = Callable[[list[Item]], Awaitable[None]]
 Cleaner = Callable[[Sequence[EventT]], Awaitable[list[Item]]]
-
-_steps: dict[str, Callable[[], Awaitable[Step]]] = {}
-_cleaner: Callable[[], Awaitable[Cleaner]] | None = None
-
-
-def register_step(name: str, factory: Callable[[], Awaitable[Step]]) -> None:
-    """A step module calls this on import; the factory opens its clients inside the worker's loop."""
-    _steps[name] = factory
-
-
-def register_cleaner(factory: Callable[[], Awaitable[Cleaner]]) -> None:
-    global _cleaner
-    _cleaner = factory
-
-
-def committed(source: tuple[str, int, int]) -> int | None:
-    """The consumer group's committed offset of the source's partition (replay memories prune below it)."""
-    return committed_offsets(app.consumer).get(TP(source[0], source[1]))
+#: Opens a step's clients inside the worker's loop, once, and returns the step.
+StepFactory = Callable[[], Awaitable[Step]]
+CleanerFactory = Callable[[], Awaitable[Cleaner]]
 
 
 def passthrough(events: Sequence[EventT]) -> list[Item]:
@@ -81,14 +60,15 @@ def passthrough(events: Sequence[EventT]) -> list[Item]:
     return out
 
 
-def timed(name: str, step: Step) -> Step:
+def timed(rt: Runtime, name: str, step: Step) -> Step:
+    """``step`` timed, retried past server hiccups, and with a record it fails on dead-lettered alone."""
     hist = STEP_SECONDS.labels(name)
-    budget = get_settings().server_retry_s
+    budget = rt.settings.server_retry_s
 
     async def dead(item: Item, exc: BaseException) -> None:
-        await dead_letter(item.message, "step_failed", exc, step=name, payload=encode(item.batch))
+        await rt.dead_letter(item.message, "step_failed", exc, step=name, payload=encode(item.batch))
 
-    step = faulty(name, step)
+    step = faulty(rt.settings, name, step)
 
     async def run(items: list[Item]) -> None:
         t0 = time.perf_counter()
@@ -104,9 +84,9 @@ class InjectedFault(ValueError):
     """Raised by a step for the driver ``fault_poison`` names (fault-injection drills only)."""
 
 
-def faulty(name: str, step: Any) -> Any:
+def faulty(settings: Settings, name: str, step: Any) -> Any:
     """``step``, failing on the records of the driver ``settings.fault_poison[name]``, if any."""
-    poison = get_settings().fault_poison.get(name)
+    poison = settings.fault_poison.get(name)
     if poison is None:
         return step
 
@@ -127,9 +107,9 @@ def faulty(name: str, step: Any) -> Any:
     return run
 
 
-def isolated_cleaner(clean: Cleaner) -> Cleaner:
+def isolated_cleaner(rt: Runtime, clean: Cleaner) -> Cleaner:
     """Clean, with a record it fails on dead-lettered alone (step ``clean``) and the rest of its batch cleaned."""
-    budget = get_settings().server_retry_s
+    budget = rt.settings.server_retry_s
 
     async def run(events: Sequence[EventT]) -> list[Item]:
         out: list[Item] = []
@@ -138,29 +118,30 @@ def isolated_cleaner(clean: Cleaner) -> Cleaner:
             out.extend(await clean(evs))
 
         async def dead(event: EventT, exc: BaseException) -> None:
-            await dead_letter(event.message, "step_failed", exc, step="clean")
+            await rt.dead_letter(event.message, "step_failed", exc, step="clean")
 
-        await isolate(events, faulty("clean", some), dead, budget, "clean")
+        await isolate(events, faulty(rt.settings, "clean", some), dead, budget, "clean")
         return out
 
     return run
 
 
-def build(chosen: list[str]) -> Any | None:
-    """Define the telemetry agent for the chosen steps (none chosen: no agent)."""
-    s = get_settings()
-    cleaner = _cleaner if "clean" in chosen else None
-    names = [n for n in FIRST if n in _steps and n in chosen]
-    if cleaner is None and not names:
+def build(rt: Runtime, cleaner: CleanerFactory | None, steps: Sequence[tuple[str, StepFactory]]) -> AgentT | None:
+    """Define the telemetry agent: clean first (if given), then ``steps`` concurrently, started in order.
+
+    Nothing given: no agent.
+    """
+    s, app = rt.settings, rt.app
+    if cleaner is None and not steps:
         return None
-    source = topic(TELEMETRY_RAW if cleaner is not None else TELEMETRY_CLEAN)
+    source = rt.topic(TELEMETRY_RAW if cleaner is not None else TELEMETRY_CLEAN)
 
     AGE, RECEIVED = RECORD_AGE.labels("telemetry"), RECEIVED_AGE.labels("telemetry")
 
     @app.agent(source, name="streams.pipeline.telemetry")
     async def telemetry(stream: StreamT[Any]) -> None:
-        clean = isolated_cleaner(await cleaner()) if cleaner is not None else None
-        steps = [timed(n, await _steps[n]()) for n in names]
+        clean = isolated_cleaner(rt, await cleaner()) if cleaner is not None else None
+        running = [timed(rt, n, await make()) for n, make in steps]
         clean_time, batch_time = STEP_SECONDS.labels("clean"), STEP_SECONDS.labels("batch")
         batches = take_adaptive(stream, s.telemetry_max_batch, s.telemetry_linger_ms / 1000,
                                 s.telemetry_busy_linger_ms / 1000, s.telemetry_behind_ms / 1000)  # fmt: skip
@@ -175,7 +156,7 @@ def build(chosen: list[str]) -> Any | None:
             if not items:
                 continue
             PINGS.labels("telemetry").inc(sum(len(i.batch.pings) for i in items))
-            await asyncio.gather(*(step(items) for step in steps))  # in FIRST order: eta's round trips go out first
+            await asyncio.gather(*(step(items) for step in running))  # in order: eta's round trips go out first
             batch_time.observe(time.perf_counter() - t0)
 
     return telemetry

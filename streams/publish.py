@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 from faust.types import StreamT
 
-from fleetstream.config import get_settings
 from schemas import (
     BookingEvent,
     DriverStatusEvent,
@@ -34,14 +33,11 @@ from schemas.contracts import (
 )
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import pipeline, resources
-from streams.app import app, topic
+from streams.app import Runtime
 from streams.batching import batches
 from streams.fanout import Notifier, audiences, booking_notification
 from streams.metrics import RECORDS
 from streams.throttle import Throttle
-
-geofence_topic = topic(GEOFENCE_EVENTS)
-status_topic = topic(DRIVER_STATUS)
 
 
 def location_body(batch: TelemetryBatch) -> dict[str, object]:
@@ -75,56 +71,59 @@ def location_messages(batches: list[TelemetryBatch]) -> list[Outgoing]:
     return out
 
 
-async def make_step() -> pipeline.Step:
-    sink = RabbitSink(await resources.rabbit(), confirm=False)  # live-only: never replayed, superseded by the next
-    throttle = Throttle(get_settings().location_publish_interval_s)
+def step(rt: Runtime) -> pipeline.StepFactory:
+    """Each driver's latest location, throttled per driver, batched per worker batch."""
+    interval = rt.settings.location_publish_interval_s
 
-    async def publish_locations(items: list[pipeline.Item]) -> None:
-        now = time.monotonic()
-        newest = {i.batch.driver_id: i.batch for i in items}
-        await sink.write(location_messages([b for d, b in newest.items() if throttle.allow(d, now)]))
+    async def make() -> pipeline.Step:
+        sink = RabbitSink(await resources.rabbit(), confirm=False)  # live-only: never replayed, superseded by the next
+        throttle = Throttle(interval)
 
-    return publish_locations
+        async def publish_locations(items: list[pipeline.Item]) -> None:
+            now = time.monotonic()
+            newest = {i.batch.driver_id: i.batch for i in items}
+            await sink.write(location_messages([b for d, b in newest.items() if throttle.allow(d, now)]))
 
+        return publish_locations
 
-pipeline.register_step("publish", make_step)
-
-
-@app.agent(geofence_topic)
-async def publish_geofence(stream: StreamT[Any]) -> None:
-    sink = RabbitSink(await resources.rabbit())
-    async for records in batches(stream, 500, 0.1):
-        out = []
-        for e in (r.value for r in records):
-            if isinstance(e, GeofenceEvent):
-                kind = e.type.removeprefix("geofence.")
-                body, mid = encode(e), str(e.event_id)
-                out.append(Outgoing(zone_key(e.zone_id, kind), body, mid, e.type))
-                out.append(Outgoing(driver_geofence_key(e.driver_id), body, mid, e.type))
-        await sink.write(out)
+    return make
 
 
-@app.agent(status_topic)
-async def publish_status(stream: StreamT[Any]) -> None:
-    sink = RabbitSink(await resources.rabbit())
-    async for records in batches(stream, 500, 0.1):
-        await sink.write(
-            [
-                Outgoing(status_key(e.driver_id), encode(e), str(e.event_id), e.type)
-                for e in (r.value for r in records)
-                if isinstance(e, DriverStatusEvent)
-            ]
-        )
+def install(rt: Runtime) -> None:
+    """The agents that fan geofence, status and booking events out to RabbitMQ."""
+    app = rt.app
 
+    @app.agent(rt.topic(GEOFENCE_EVENTS), name="streams.publish.publish_geofence")
+    async def publish_geofence(stream: StreamT[Any]) -> None:
+        sink = RabbitSink(await resources.rabbit())
+        async for records in batches(stream, 500, 0.1):
+            out = []
+            for e in (r.value for r in records):
+                if isinstance(e, GeofenceEvent):
+                    kind = e.type.removeprefix("geofence.")
+                    body, mid = encode(e), str(e.event_id)
+                    out.append(Outgoing(zone_key(e.zone_id, kind), body, mid, e.type))
+                    out.append(Outgoing(driver_geofence_key(e.driver_id), body, mid, e.type))
+            await sink.write(out)
 
-booking_events_topic = topic(BOOKING_EVENTS)
+    @app.agent(rt.topic(DRIVER_STATUS), name="streams.publish.publish_status")
+    async def publish_status(stream: StreamT[Any]) -> None:
+        sink = RabbitSink(await resources.rabbit())
+        async for records in batches(stream, 500, 0.1):
+            await sink.write(
+                [
+                    Outgoing(status_key(e.driver_id), encode(e), str(e.event_id), e.type)
+                    for e in (r.value for r in records)
+                    if isinstance(e, DriverStatusEvent)
+                ]
+            )
 
-
-@app.agent(booking_events_topic)
-async def publish_bookings(stream: StreamT[Any]) -> None:
-    """Booking events to their audiences (``streams.fanout``)."""
-    notifier = await Notifier.open()
-    async for records in batches(stream, 500, 0.05):
-        events = [r.value for r in records]
-        RECORDS.labels("publish_bookings").inc(len(events))
-        await notifier.send([(audiences(e), booking_notification(e)) for e in events if isinstance(e, BookingEvent)])
+    @app.agent(rt.topic(BOOKING_EVENTS), name="streams.publish.publish_bookings")
+    async def publish_bookings(stream: StreamT[Any]) -> None:
+        """Booking events to their audiences (``streams.fanout``)."""
+        notifier = await Notifier.open()
+        async for records in batches(stream, 500, 0.05):
+            events = [r.value for r in records]
+            RECORDS.labels("publish_bookings").inc(len(events))
+            await notifier.send([(audiences(e), booking_notification(e)) for e in events
+                                 if isinstance(e, BookingEvent)])  # fmt: skip

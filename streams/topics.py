@@ -17,7 +17,6 @@ from fleetstream.config import Settings
 from schemas.contracts import TOPICS, Topic
 
 
-
 def partitions_for(spec: Topic[Any], settings: Settings) -> int:
     return settings.telemetry_partitions if spec.key == "driver_id" else settings.default_partitions
 

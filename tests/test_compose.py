@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.app import AGENT_MODULES
+from streams.worker import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,8 +27,8 @@ def test_compose_file_is_consistent() -> None:
             assert cmd[0] in {"api", "worker", "topics"}, cmd
             if "--agents" in cmd:
                 agents = cmd[cmd.index("--agents") + 1].split(",")
-                assert set(agents) <= set(AGENT_MODULES), agents
+                assert set(agents) <= set(AGENTS), agents
     # Every agent runs somewhere.
     ran = {a for s in services.values() if "--agents" in s.get("command", [])
            for a in s["command"][s["command"].index("--agents") + 1].split(",")}  # fmt: skip
-    assert ran == set(AGENT_MODULES)
+    assert ran == set(AGENTS)

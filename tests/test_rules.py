@@ -135,6 +135,19 @@ def test_commits_never_pass_an_unacknowledged_record() -> None:
     assert committable([1, 2], 0, IntervalTree()) is None  # offset 0 counts too (Faust tests it as falsy)
 
 
+def test_records_faust_dropped_are_found_below_acked_offsets_and_at_a_quiet_head() -> None:
+    from streams.app import undelivered
+
+    # A hole: 10 never delivered, 11-12 acked.
+    assert undelivered({"p": 10}, {"p": [11, 12]}, set(), {"p": 13}) == {"p": 10}
+    assert undelivered({"p": 10}, {"p": [11, 12]}, {("p", 10)}, {"p": 13}) == {}  # 10 is being processed
+    # A quiet partition's only record, dropped: nothing acked, nothing in flight, the log goes past it.
+    assert undelivered({"p": 10}, {}, set(), {"p": 11}) == {"p": 10}
+    assert undelivered({"p": 10}, {}, {("p", 10)}, {"p": 11}) == {}  # in flight
+    assert undelivered({"p": 11}, {}, set(), {"p": 11}) == {}  # caught up
+    assert undelivered({"p": 10}, {}, set(), {"p": None}) == {}  # end not known yet
+
+
 def test_replay_memory_round_trips_seq_sets() -> None:
     from streams.replay import produced_before, remember, seq_members, seq_set
 

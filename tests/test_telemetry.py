@@ -20,8 +20,8 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from api.notify import unbatch
 from fleetstream.config import Settings
 from schemas import DeadLetter, DriverStatusEvent, GeofenceEvent, GpsPing, TelemetryBatch, encode
-from schemas.track import bucket_pings
 from schemas.contracts import LOCATIONS_KEY
+from schemas.track import bucket_pings
 from tests.conftest import Pipeline, Proc, TopicTail, _status, free_port, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -1,0 +1,72 @@
+"""The composition root of a worker: the app, and what runs on it, in order.
+
+The data path reads here, as a list. A device record is cleaned first; the steps after
+clean run concurrently on each cleaned batch, started in the order listed (what a
+customer waits for, ETA and location, sends its first request before the CPU-heavier
+steps take the loop). The other agents read the topics those steps write. Nothing runs
+at import: :func:`build` makes the app from settings and installs the chosen names.
+
+``fleetstream worker --agents`` chooses among :data:`AGENTS`; an agent name may install
+a telemetry step, agents of its own, or both (``driver_state``: the step and the offline
+timer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fleetstream.config import Settings
+from streams import bookings, clean, driver_state, eta, geofence, matching, metrics, offsets, pipeline, publish, store
+from streams.app import GapRepair, Runtime, create_app, stop_on_agent_error
+
+log = logging.getLogger(__name__)
+
+Install = Callable[[Runtime], None]
+StepOf = Callable[[Runtime], pipeline.StepFactory]
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A name ``--agents`` accepts: a telemetry step it adds, and agents it installs."""
+
+    step: StepOf | None = None
+    install: Install | None = None
+
+
+#: The telemetry agent's cleaner: ``telemetry.raw`` → ``telemetry.clean``, rejects to ``telemetry.dlq``.
+CLEANER = "clean"
+
+#: Every agent a worker can run, in order. Steps run in this order on each cleaned batch.
+AGENTS: dict[str, Agent] = {
+    CLEANER: Agent(),  # the cleaner (below); the steps read its output in process
+    "eta": Agent(step=eta.step),  # live ETAs → customers' sockets, eta.updates; speeds learned
+    "publish": Agent(step=publish.step, install=publish.install),  # locations; geofence/status/booking fan-out
+    "driver_state": Agent(step=driver_state.step, install=driver_state.install),  # Redis state; offline timer
+    "geofence": Agent(step=geofence.step),  # enter/exit/dwell → geofence.events
+    "store": Agent(install=store.install),  # telemetry.clean, geofence.events, bookings.events → MongoDB
+    "bookings": Agent(install=bookings.install),  # bookings.commands → bookings.events, Redis mirror
+    "matching": Agent(install=matching.install),  # pending bookings → offers; offer timeouts
+}
+
+
+def build(settings: Settings, names: list[str] | None = None) -> Runtime:
+    """The worker's app with the chosen agents (all when None) installed on it."""
+    chosen = names or list(AGENTS)
+    unknown = [n for n in chosen if n not in AGENTS]
+    if unknown:
+        raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
+    rt = Runtime(create_app(settings), settings)
+    metrics.install(rt)
+    offsets.install()  # never commit past an unacknowledged record
+    steps = [(n, step(rt)) for n, a in AGENTS.items() if n in chosen and (step := a.step) is not None]
+    pipeline.build(rt, clean.cleaner(rt) if CLEANER in chosen else None, steps)
+    for n, a in AGENTS.items():
+        if n in chosen and a.install is not None:
+            a.install(rt)
+    for agent in rt.app.agents.values():
+        agent._on_error = stop_on_agent_error(rt)  # Faust's hook: every agent, ours or yours, has it
+    rt.app.timer(interval=settings.gap_check_s, name="streams.app.repair_gaps")(GapRepair(rt.app).check)
+    log.info("worker %s: agents %s", settings.app_id, ", ".join(chosen))
+    return rt
