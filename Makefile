@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 
 .PHONY: install web browser demo test lint stack-up stack-down stack-status bench clean
 
-$(BIN)/fleetstream: pyproject.toml
+$(BIN)/fleetstream: pyproject.toml examples/harsh_braking/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps -e examples/harsh_braking  # the SDK's example agent: CI installs and runs it
 	touch $@
 
 install: $(BIN)/fleetstream

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fleetstream.agent_cli import agent_app
 from fleetstream.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -19,6 +20,7 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local service stack (no 
 schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas for device and app developers.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(agent_app, name="agent")
 console = Console()
 
 OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="Limit to these services.")]
@@ -77,7 +79,7 @@ def topics() -> None:
 def worker(
     agents: Annotated[
         str | None,
-        typer.Option(envvar="FLEETSTREAM_AGENTS", help="Comma-separated agent modules to run (default: all)."),
+        typer.Option(envvar="FLEETSTREAM_AGENTS", help="Comma-separated agents, built-in or installed (default: all)."),
     ] = None,
     web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server (/metrics).")] = None,
     app_id: Annotated[
@@ -105,18 +107,21 @@ def worker(
     get_settings.cache_clear()
 
     from fleetstream.runtime import tune_gc
-    from streams.topics import ensure_changelogs
+    from streams.topics import ensure_changelogs, ensure_topics
     from streams.worker import build
 
     names = agents.split(",") if agents else None
     try:
-        faust_app = build(get_settings(), names).app
+        rt = build(get_settings(), names)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--agents") from exc
+    faust_app = rt.app
     console.print(f"worker {faust_app.conf.id}: agents {agents or 'all'}")
     changelogs = {t.changelog_topic.get_topic_name(): t.partitions for t in faust_app.tables.values()}
     with ThreadPoolExecutor(1) as pool:  # not on this thread: Faust's worker makes its loop here next
         pool.submit(asyncio.run, ensure_changelogs(changelogs, get_settings())).result()
+        if rt.extra_topics:  # installed agents' own topics
+            pool.submit(asyncio.run, ensure_topics(get_settings(), rt.extra_topics)).result()
     sys.argv = sys.argv[:1]
     tune_gc()
     w = faust.Worker(faust_app, loglevel=loglevel)

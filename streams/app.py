@@ -111,6 +111,8 @@ class Runtime:
     app: faust.App
     settings: Settings
     crashed: dict[str, str] = field(default_factory=dict)  # agent → repr of what it raised (``/ready``: 503)
+    #: Installed agents' topics: the worker creates them before it starts (``fleetstream topics`` has the project's).
+    extra_topics: list[Topic[Any]] = field(default_factory=list)
 
     def topic(self, spec: Topic[Any], **kwargs: Any) -> faust.TopicT:
         """A project topic (declared by ``fleetstream topics``), decoded with the schemas codec."""

@@ -49,6 +49,15 @@ STEP_SECONDS = Histogram(
     ["step"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+#: SDK agents (``streams.sdk``), labelled with the agent's name without its author doing anything.
+SDK_RECORDS = Counter("fleetstream_sdk_records_total", "Source records read by an SDK agent", ["agent"])
+SDK_EMITTED = Counter("fleetstream_sdk_emitted_total", "Events an SDK agent emitted", ["agent"])
+SDK_DEAD = Counter("fleetstream_sdk_dead_lettered_total", "Records an SDK agent's handler raised on", ["agent"])
+SDK_EVENTS = Counter(
+    "fleetstream_sdk_events_total", "Counters an SDK agent's handler kept (ctx.count)", ["agent", "name"]
+)
+SDK_HANDLER_SECONDS = Histogram("fleetstream_sdk_handler_seconds", "Handler time per batch of an SDK agent", ["agent"],
+                                buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1))  # fmt: skip
 DRIVERS_ONLINE = Gauge("fleetstream_drivers_online", "Drivers currently in the online set (Redis)")
 
 

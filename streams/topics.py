@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -21,7 +22,7 @@ def partitions_for(spec: Topic[Any], settings: Settings) -> int:
     return settings.telemetry_partitions if spec.key == "driver_id" else settings.default_partitions
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
+async def ensure_topics(settings: Settings, topics: Sequence[Topic[Any]] = TOPICS) -> list[str]:
     """Create missing topics, grow under-partitioned ones; never shrink or drop anything."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=15000)
     await admin.start()
@@ -29,13 +30,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         name = settings.topic
-        missing = [t for t in TOPICS if name(t.name) not in existing]
+        missing = [t for t in topics if name(t.name) not in existing]
         if missing:
             cfg = {t.name: t.kafka_config() for t in missing}
             new = [NewTopic(name(t.name), partitions_for(t, settings), 1, topic_configs=cfg[t.name]) for t in missing]
             await admin.create_topics(new)
             report += [f"created {name(t.name)} ({partitions_for(t, settings)} partitions)" for t in missing]
-        present = [t for t in TOPICS if name(t.name) in existing]
+        present = [t for t in topics if name(t.name) in existing]
         if present:
             described = await admin.describe_topics([name(t.name) for t in present])
             counts = {d["topic"]: len(d["partitions"]) for d in described}

@@ -6,7 +6,8 @@ customer waits for, ETA and location, sends its first request before the CPU-hea
 steps take the loop). The other agents read the topics those steps write. Nothing runs
 at import: :func:`build` makes the app from settings and installs the chosen names.
 
-``fleetstream worker --agents`` chooses among :data:`AGENTS`; an agent name may install
+Agents of installed packages (``streams.sdk``, entry-point group ``fleetstream.agents``)
+come after these. ``fleetstream worker --agents`` chooses among all; a built-in name may install
 a telemetry step, agents of its own, or both (``driver_state``: the step and the offline
 timer).
 """
@@ -16,10 +17,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
 
 from fleetstream.config import Settings
-from streams import bookings, clean, driver_state, eta, geofence, matching, metrics, offsets, pipeline, publish, store
+from streams import (
+    bookings,
+    clean,
+    driver_state,
+    eta,
+    geofence,
+    matching,
+    metrics,
+    offsets,
+    pipeline,
+    publish,
+    sdk,
+    store,
+)
 from streams.app import GapRepair, Runtime, create_app, stop_on_agent_error
+from streams.sdk import run as sdk_run
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +68,26 @@ AGENTS: dict[str, Agent] = {
 }
 
 
+def installed() -> dict[str, sdk.Agent[Any, Any]]:
+    """Agents of installed packages (entry-point group ``fleetstream.agents``), by entry-point name."""
+    found: dict[str, sdk.Agent[Any, Any]] = {}
+    for ep in entry_points(group=sdk.ENTRY_POINT_GROUP):
+        agent = ep.load()
+        if not isinstance(agent, sdk.Agent):
+            raise TypeError(f"entry point {ep.name} ({ep.value}) is not a streams.sdk.Agent")
+        if ep.name in AGENTS or ep.name in found:
+            raise ValueError(f"installed agent {ep.name} ({ep.value}) takes a name already in use")
+        found[ep.name] = agent
+    return found
+
+
 def build(settings: Settings, names: list[str] | None = None) -> Runtime:
-    """The worker's app with the chosen agents (all when None) installed on it."""
-    chosen = names or list(AGENTS)
-    unknown = [n for n in chosen if n not in AGENTS]
+    """The worker's app with the chosen agents (all, built-in and installed, when None) installed on it."""
+    extra = installed()
+    chosen = names or [*AGENTS, *extra]
+    unknown = [n for n in chosen if n not in AGENTS and n not in extra]
     if unknown:
-        raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
+        raise ValueError(f"unknown agents {unknown}; known: {sorted([*AGENTS, *extra])}")
     rt = Runtime(create_app(settings), settings)
     metrics.install(rt)
     offsets.install()  # never commit past an unacknowledged record
@@ -65,6 +96,9 @@ def build(settings: Settings, names: list[str] | None = None) -> Runtime:
     for n, a in AGENTS.items():
         if n in chosen and a.install is not None:
             a.install(rt)
+    for n, agent in extra.items():  # after the built-in ones: they read what those write
+        if n in chosen:
+            sdk_run.install(agent, rt)
     for agent in rt.app.agents.values():
         agent._on_error = stop_on_agent_error(rt)  # Faust's hook: every agent, ours or yours, has it
     rt.app.timer(interval=settings.gap_check_s, name="streams.app.repair_gaps")(GapRepair(rt.app).check)
