@@ -7,10 +7,11 @@ owns the state machine and emits one :class:`BookingEvent` per accepted transiti
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Envelope, GeoPoint, Ident, Model, ShortText, UtcDatetime
 
@@ -129,3 +130,57 @@ class BookingEvent(Envelope):
     created_at: UtcDatetime | None = None
     command_id: uuid.UUID | None = None
     version: int = Field(default=0, ge=0)
+
+
+class View(BaseModel):
+    """Base of what the API answers: lenient on read (stored documents carry internal fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class BookingView(View):
+    """A booking as callers see it: the API's answers, and the Redis mirror the bookings agent writes."""
+
+    booking_id: uuid.UUID
+    status: BookingStatus
+    customer_id: str
+    driver_id: str | None = None
+    pickup: GeoPoint | None = None
+    dropoff: GeoPoint | None = None
+    parcel_size: ParcelSize | None = None
+    notes: str | None = None
+    window: TimeWindow | None = None
+    offer_deadline: datetime | None = None
+    eta_s: float | None = None
+    reason: str | None = None
+    proof: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 0
+
+
+class BookingPage(View):
+    items: list[BookingView]
+    next_offset: int | None = None
+
+
+class BookingPending(View):
+    """The bookings agent did not answer in time: the command is in Kafka and will be applied."""
+
+    status: Literal["pending"] = "pending"
+    booking_id: uuid.UUID
+    command_id: uuid.UUID
+
+
+class BookingConflict(View):
+    """The command does not apply to the booking's current state."""
+
+    detail: str
+    status: BookingStatus | None = None
+
+
+class ShareLink(View):
+    booking_id: uuid.UUID
+    token: str
+    path: str
+    expires_in_s: float

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from datetime import datetime
+
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.base import GeoPoint, Ident, Model, ShortText
 
@@ -29,3 +31,12 @@ class ZoneIn(Model):
             if not Polygon([(p.lon, p.lat) for p in self.polygon]).is_valid:
                 raise ValueError("polygon is not valid (self-intersecting or degenerate)")
         return self
+
+
+class ZoneOut(ZoneIn):
+    """A stored zone as the API answers it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    zone_id: str
+    updated_at: datetime | None = None

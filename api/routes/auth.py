@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from api.accounts import AccountError, Accounts, create_user, public
 from api.deps import AdminDep, PrincipalDep, ResourcesDep
+from api.models import Tokens, User
 from api.responses import errors
 
 router = APIRouter(tags=["auth"], responses=errors(401, 403, 409, 429))
@@ -49,7 +50,7 @@ def _accounts(res: Any) -> Accounts:
     return res.accounts
 
 
-@router.post("/v1/auth/register", status_code=201)
+@router.post("/v1/auth/register", status_code=201, response_model=User)
 async def register(body: Register, res: ResourcesDep) -> Any:
     """Self-service sign-up creates a customer; staff and drivers are created by an admin."""
     try:
@@ -58,7 +59,7 @@ async def register(body: Register, res: ResourcesDep) -> Any:
         return _error(exc)
 
 
-@router.post("/v1/users", status_code=201)
+@router.post("/v1/users", status_code=201, response_model=User)
 async def create_account(body: NewUser, res: ResourcesDep, _: AdminDep) -> Any:
     try:
         return public(await create_user(res.db, body.email, body.password, body.name, body.role))
@@ -66,7 +67,7 @@ async def create_account(body: NewUser, res: ResourcesDep, _: AdminDep) -> Any:
         return _error(exc)
 
 
-@router.post("/v1/auth/login")
+@router.post("/v1/auth/login", response_model=Tokens)
 async def login(body: Login, request: Request, res: ResourcesDep) -> Any:
     """Access token (JWT, ``access_token_ttl_s``) and a refresh token; 429 with Retry-After when rate-limited."""
     address = request.client.host if request.client else "unknown"
@@ -76,7 +77,7 @@ async def login(body: Login, request: Request, res: ResourcesDep) -> Any:
         return _error(exc)
 
 
-@router.post("/v1/auth/refresh")
+@router.post("/v1/auth/refresh", response_model=Tokens)
 async def refresh(body: RefreshIn, res: ResourcesDep) -> Any:
     """Spends the refresh token and returns the next pair; a reused token revokes its whole login."""
     try:
@@ -95,7 +96,7 @@ async def logout(body: RefreshIn, res: ResourcesDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/auth/me")
+@router.get("/v1/auth/me", response_model=User)
 async def me(principal: PrincipalDep, res: ResourcesDep) -> Any:
     user = await res.db.users.find_one({"_id": principal.subject})
     if user is None:  # the admin token and device tokens have no user document of their own

@@ -26,7 +26,17 @@ from api.responses import errors
 from api.security import Principal, issue_share_token
 from schemas import BookingCommand, BookingStatus, contracts, encode
 from schemas.base import Model, ServicePoint, ShortText
-from schemas.bookings import ActorRole, BookingCommandType, ParcelSize, TimeWindow
+from schemas.bookings import (
+    ActorRole,
+    BookingCommandType,
+    BookingConflict,
+    BookingPage,
+    BookingPending,
+    BookingView,
+    ParcelSize,
+    ShareLink,
+    TimeWindow,
+)
 from schemas.contracts import BOOKING_COMMANDS, mirror_key, reply_key
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"], responses=errors(401, 403, 404, 409))
@@ -53,6 +63,13 @@ class DeclineIn(Model):
 
 class DeliveredIn(Model):
     proof: Annotated[ShortText, Field(min_length=1)]
+
+
+#: What a command on a booking answers besides the booking.
+ACTION: dict[int | str, dict[str, Any]] = {
+    202: {"model": BookingPending, "description": "accepted; the booking agent has not answered yet"},
+    404: {}, 409: {"model": BookingConflict},
+}  # fmt: skip
 
 
 def visible(principal: Principal, booking: dict[str, Any]) -> bool:
@@ -113,7 +130,11 @@ def command(principal: Principal, booking_id: uuid.UUID, ctype: BookingCommandTy
     return BookingCommand(type=ctype, booking_id=booking_id, actor_id=actor, actor_role=role, **fields)
 
 
-@router.post("", status_code=201, responses={200: {}, 202: {}, 409: {}, 422: {}})
+@router.post("", status_code=201, response_model=BookingView, responses={
+    200: {"model": BookingView, "description": "the booking this Idempotency-Key already made"},
+    202: {"model": BookingPending, "description": "accepted; the booking agent has not answered yet"},
+    409: {"model": BookingConflict}, 422: {},
+})  # fmt: skip
 async def create_booking(
     body: BookingIn, res: ResourcesDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None
 ) -> ORJSONResponse:
@@ -136,7 +157,7 @@ async def create_booking(
     return await decide(res, cmd, created=not repeated)
 
 
-@router.get("")
+@router.get("", response_model=BookingPage)
 async def list_bookings(
     res: ResourcesDep,
     principal: PrincipalDep,
@@ -159,12 +180,12 @@ async def list_bookings(
     return {"items": items, "next_offset": offset + limit if len(items) == limit else None}
 
 
-@router.get("/{booking_id}")
+@router.get("/{booking_id}", response_model=BookingView)
 async def get_booking(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
     return view(await load(res, principal, booking_id))
 
 
-@router.post("/{booking_id}/cancel", responses={404: {}, 409: {}})
+@router.post("/{booking_id}/cancel", response_model=BookingView, responses=ACTION)
 async def cancel(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep,
                  body: CancelIn | None = None) -> ORJSONResponse:  # fmt: skip
     booking = await load(res, principal, booking_id)
@@ -176,7 +197,7 @@ async def cancel(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalD
     return await decide(res, command(principal, uuid.UUID(booking["booking_id"]), "booking.cancel", reason=reason))
 
 
-@router.post("/{booking_id}/share", responses={403: {}, 404: {}})
+@router.post("/{booking_id}/share", response_model=ShareLink, responses={403: {}, 404: {}})
 async def share(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
     """A read-only tracking link for one booking (its customer or staff): anyone holding it watches
     that booking live (``GET`` and ``WS /v1/notifications``) until ``share_link_ttl_s``, nothing else."""
@@ -201,28 +222,28 @@ async def driver_action(booking_id: uuid.UUID, res: Resources, principal: Princi
     return await decide(res, command(principal, booking_id, ctype, **fields))
 
 
-@router.post("/{booking_id}/accept", responses={404: {}, 409: {}})
+@router.post("/{booking_id}/accept", response_model=BookingView, responses=ACTION)
 async def accept(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
     return await driver_action(booking_id, res, principal, "booking.accept")
 
 
-@router.post("/{booking_id}/decline", responses={404: {}, 409: {}})
+@router.post("/{booking_id}/decline", response_model=BookingView, responses=ACTION)
 async def decline(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep,
                   body: DeclineIn | None = None) -> ORJSONResponse:  # fmt: skip
     return await driver_action(booking_id, res, principal, "booking.decline", reason=body.reason if body else None)
 
 
-@router.post("/{booking_id}/arrived", responses={404: {}, 409: {}})
+@router.post("/{booking_id}/arrived", response_model=BookingView, responses=ACTION)
 async def arrived(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
     return await driver_action(booking_id, res, principal, "booking.mark_arrived")
 
 
-@router.post("/{booking_id}/picked-up", responses={404: {}, 409: {}})
+@router.post("/{booking_id}/picked-up", response_model=BookingView, responses=ACTION)
 async def picked_up(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
     return await driver_action(booking_id, res, principal, "booking.mark_picked_up")
 
 
-@router.post("/{booking_id}/delivered", responses={404: {}, 409: {}})
+@router.post("/{booking_id}/delivered", response_model=BookingView, responses=ACTION)
 async def delivered(booking_id: uuid.UUID, body: DeliveredIn, res: ResourcesDep,
                     principal: PrincipalDep) -> ORJSONResponse:  # fmt: skip
     return await driver_action(booking_id, res, principal, "booking.mark_delivered", proof=body.proof)

@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import Response
 
 from api.accounts import AccountError, ensure_driver_account
 from api.deps import AdminDep, PrincipalDep, ResourcesDep
+from api.models import Device, DeviceTokenIssued
 from api.responses import errors
 from api.security import hash_secret, new_device_token
 from schemas.base import Ident
@@ -17,7 +19,8 @@ router = APIRouter(tags=["devices"], responses=errors(401, 403, 404))
 DriverId = Annotated[Ident, Path()]
 
 
-@router.post("/v1/drivers/{driver_id}/devices", status_code=201, responses={403: {}, 409: {}})
+@router.post("/v1/drivers/{driver_id}/devices", status_code=201, response_model=DeviceTokenIssued,
+             responses={403: {}, 409: {}})  # fmt: skip
 async def issue_device_token(driver_id: DriverId, res: ResourcesDep, principal: PrincipalDep) -> Any:
     """A new device token of a driver account (created without password if missing).
 
@@ -45,13 +48,13 @@ async def issue_device_token(driver_id: DriverId, res: ResourcesDep, principal: 
     return {"token_id": token_id, "driver_id": driver_id, "token": token}
 
 
-@router.get("/v1/drivers/{driver_id}/devices")
+@router.get("/v1/drivers/{driver_id}/devices", response_model=list[Device])
 async def list_devices(driver_id: DriverId, res: ResourcesDep, _: AdminDep) -> list[dict[str, object]]:
     cursor = res.db.devices.find({"driver_id": driver_id}, {"token_hash": 0})
     return [{**d, "token_id": d.pop("_id")} async for d in cursor]
 
 
-@router.delete("/v1/devices/{token_id}", status_code=204)
+@router.delete("/v1/devices/{token_id}", status_code=204, response_class=Response)
 async def revoke_device_token(token_id: str, res: ResourcesDep, _: AdminDep) -> None:
     result = await res.db.devices.update_one(
         {"_id": token_id}, {"$set": {"revoked": True, "revoked_at": datetime.now(UTC)}}

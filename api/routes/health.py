@@ -7,17 +7,18 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse
 
+from api.models import Health, Readiness
 from api.responses import errors
 
 router = APIRouter(tags=["health"], responses=errors())
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> ORJSONResponse:
     res = request.app.state.resources
 

@@ -26,6 +26,7 @@ from fastapi.responses import ORJSONResponse
 
 from api.deps import ResourcesDep
 from api.ingest import IngestError, ingest
+from api.models import Accepted
 from api.responses import errors
 
 router = APIRouter(prefix="/v1/osmand", tags=["telemetry"], responses=errors(401, 403))
@@ -115,6 +116,7 @@ async def _fields(request: Request) -> dict[str, str]:
     "/{token}",
     methods=["GET", "POST"],
     status_code=200,
+    response_model=Accepted,
     responses={422: {"description": "the fix is invalid, with the reason"}},
 )
 async def osmand(

@@ -10,6 +10,7 @@ from fastapi.responses import ORJSONResponse
 
 from api.deps import PrincipalDep, ResourcesDep
 from api.ingest import IngestError, extract_pings, ingest, parse_body
+from api.models import Accepted
 from api.resources import Resources
 from api.responses import errors
 from api.security import Principal
@@ -18,7 +19,9 @@ from fleetstream.config import Settings
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"], responses=errors(401, 403, 413))
 
 
-@router.post("", status_code=202, responses={413: {}, 422: {}, 503: {}})
+@router.post("", status_code=202, response_model=Accepted,
+             responses={413: {}, 422: {"model": Accepted, "description": "some pings refused, with the reasons"},
+                        503: {}})  # fmt: skip
 async def post_telemetry(request: Request, res: ResourcesDep, principal: PrincipalDep) -> ORJSONResponse:
     """Accept 1…N pings of the calling device's driver.
 

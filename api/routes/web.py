@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from api.models import City
 from fleetstream.city import DATA
 
 router = APIRouter(tags=["web"])
@@ -19,7 +20,7 @@ def _city() -> bytes:
     return DATA.read_bytes()
 
 
-@router.get("/v1/city")
+@router.get("/v1/city", response_model=City)
 async def city() -> Response:
     """The simulated city's road graph (nodes as [lat, lon], roads as [u, v, limit m/s]): the map's background
     when tiles cannot be fetched."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi.responses import Response
 
 from api.deps import ResourcesDep, require
 from api.resources import Resources
@@ -15,6 +16,7 @@ from api.security import Principal
 from schemas import ZoneIn
 from schemas.base import Ident
 from schemas.contracts import ZONES_VERSION_KEY
+from schemas.zones import ZoneOut
 
 ZoneId = Annotated[Ident, Path()]
 
@@ -33,7 +35,7 @@ async def _bump(res: Resources) -> None:
     await res.redis.incr(ZONES_VERSION_KEY)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ZoneOut)
 async def create_zone(zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
     doc = {"_id": uuid.uuid4().hex[:16], **zone.model_dump(mode="json"), "updated_at": datetime.now(UTC)}
     await res.db.zones.insert_one(doc)
@@ -41,12 +43,12 @@ async def create_zone(zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, A
     return _out(doc)
 
 
-@router.get("")
+@router.get("", response_model=list[ZoneOut])
 async def list_zones(res: ResourcesDep, _: Reader) -> list[dict[str, Any]]:
     return [_out(d) async for d in res.db.zones.find({}).sort("name", 1)]
 
 
-@router.get("/{zone_id}")
+@router.get("/{zone_id}", response_model=ZoneOut)
 async def get_zone(zone_id: ZoneId, res: ResourcesDep, _: Reader) -> dict[str, Any]:
     doc = await res.db.zones.find_one({"_id": zone_id})
     if doc is None:
@@ -54,7 +56,7 @@ async def get_zone(zone_id: ZoneId, res: ResourcesDep, _: Reader) -> dict[str, A
     return _out(doc)
 
 
-@router.put("/{zone_id}")
+@router.put("/{zone_id}", response_model=ZoneOut)
 async def replace_zone(zone_id: ZoneId, zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
     doc = {**zone.model_dump(mode="json"), "updated_at": datetime.now(UTC)}
     result = await res.db.zones.replace_one({"_id": zone_id}, doc)
@@ -64,7 +66,7 @@ async def replace_zone(zone_id: ZoneId, zone: ZoneIn, res: ResourcesDep, _: Edit
     return _out({"_id": zone_id, **doc})
 
 
-@router.delete("/{zone_id}", status_code=204)
+@router.delete("/{zone_id}", status_code=204, response_class=Response)
 async def delete_zone(zone_id: ZoneId, res: ResourcesDep, _: Editor) -> None:
     result = await res.db.zones.delete_one({"_id": zone_id})
     if result.deleted_count == 0:
