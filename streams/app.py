@@ -185,8 +185,8 @@ async def _stop(rt: Runtime, agent: Any, exc: BaseException) -> None:
     await asyncio.Event().wait()
 
 
-def undelivered(committed_at: Mapping[Any, int], acked_at: Mapping[Any, list[int]], in_flight: set[tuple[Any, int]],
-                highwater: Mapping[Any, int | None]) -> dict[Any, int]:  # fmt: skip
+def undelivered(committed_at: Mapping[Any, int | None], acked_at: Mapping[Any, list[int]],
+                in_flight: set[tuple[Any, int]], highwater: Mapping[Any, int | None]) -> dict[Any, int]:  # fmt: skip
     """Partitions whose record at the committed offset is neither acked nor in flight, though it exists.
 
     Two shapes: a hole below acked offsets (records after it were delivered), or, with
@@ -196,6 +196,8 @@ def undelivered(committed_at: Mapping[Any, int], acked_at: Mapping[Any, list[int
     flying = {tp for tp, _ in in_flight}
     out: dict[Any, int] = {}
     for tp, committed in committed_at.items():
+        if committed is None:  # Faust keeps None for a partition committed at offset 0 or never
+            continue
         acked = acked_at.get(tp)
         if acked:
             first = min(acked)

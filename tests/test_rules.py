@@ -146,6 +146,7 @@ def test_records_faust_dropped_are_found_below_acked_offsets_and_at_a_quiet_head
     assert undelivered({"p": 10}, {}, {("p", 10)}, {"p": 11}) == {}  # in flight
     assert undelivered({"p": 11}, {}, set(), {"p": 11}) == {}  # caught up
     assert undelivered({"p": 10}, {}, set(), {"p": None}) == {}  # end not known yet
+    assert undelivered({"p": None}, {}, set(), {"p": 5}) == {}  # Faust's None for offset 0 / none committed
 
 
 def test_replay_memory_round_trips_seq_sets() -> None:
