@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the layer contract in pyproject.toml
 
 test: lint web browser
 	$(BIN)/fleetstream stack up

@@ -30,7 +30,7 @@ from api.security import (
     token_pepper,
     verify_password,
 )
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas.contracts import login_limit_key
 
 #: Spent on an unknown email too, so response time does not tell which emails exist.

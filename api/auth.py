@@ -29,8 +29,8 @@ from api.security import (
     split_device_token,
     token_pepper,
 )
-from fleetstream.clients import fields
-from fleetstream.config import Settings
+from core.clients import fields
+from core.config import Settings
 from schemas.contracts import REVOKED_CHANNEL, device_key
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from api.resources import KafkaGate
 from api.security import Principal
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import GpsPing, IngestPing, TelemetryBatch, encode
 from schemas.codec import encode_with_pings
 from schemas.contracts import TELEMETRY_RAW

@@ -25,8 +25,8 @@ from api.routes import (
     web,
     zones,
 )
-from fleetstream.config import get_settings
-from fleetstream.runtime import tune_gc
+from core.config import get_settings
+from core.runtime import tune_gc
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

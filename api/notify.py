@@ -26,8 +26,8 @@ import aio_pika
 import orjson
 from prometheus_client import Counter, Gauge
 
-from fleetstream.config import Settings
-from fleetstream.retry import until_connected
+from core.config import Settings
+from core.retry import until_connected
 from schemas.contracts import EXCHANGE, LOCATIONS_KEY, LOCATIONS_PATTERN, location_key
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from api.accounts import Accounts
 from api.auth import Authenticator
 from api.limits import ReadLimiter
 from api.notify import NotificationHub
-from fleetstream.clients import redis_client
-from fleetstream.config import Settings
-from fleetstream.kafka import make_producer
-from fleetstream.retry import until_connected
+from core.clients import redis_client
+from core.config import Settings
+from core.kafka import make_producer
+from core.retry import until_connected
 from sinks.mongo import ensure_indexes
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 
-from fleetstream.config import Settings
+from core.config import Settings
 
 DEVICE_PREFIX = "fsd_"
 REFRESH_PREFIX = "fsr_"

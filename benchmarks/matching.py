@@ -34,8 +34,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import Settings
 from fleetstream.city import City, Vehicle
-from fleetstream.config import Settings
 from streams.matching import NO_ROUTE, assign, eta_seconds, greedy
 from streams.speeds import learn, speed_key, travel_s
 

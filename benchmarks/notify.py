@@ -51,7 +51,7 @@ os.environ.setdefault("FLEETSTREAM_REDIS_DB", "2")  # and its own Redis database
 
 from benchmarks.http1 import Pool, auth_header
 from benchmarks.telemetry import commit_end_offsets, drop_app_topics, project_topics, spawn, wait_http
-from fleetstream.config import get_settings
+from core.config import get_settings
 
 get_settings.cache_clear()
 S = get_settings()
@@ -396,7 +396,7 @@ async def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notify.json")
     args = ap.parse_args()
     raise_fd_limit()
-    from fleetstream.runtime import tune_gc
+    from core.runtime import tune_gc
 
     tune_gc()  # the client holds 10,000 sockets too: same collector settings as the API it measures
     from streams.topics import ensure_topics

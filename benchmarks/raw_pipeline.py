@@ -15,8 +15,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from fleetstream.config import get_settings
-from fleetstream.kafka import make_consumer
+from core.config import get_settings
+from core.kafka import make_consumer
 from schemas import TelemetryBatch, decode
 from schemas.contracts import GEO_KEY, SEEN_KEY, TELEMETRY_RAW, driver_key, reserve_key
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket

@@ -37,8 +37,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from benchmarks.http1 import Connection, auth_header
-from fleetstream.config import get_settings
-from fleetstream.kafka import make_consumer
+from core.config import get_settings
+from core.kafka import make_consumer
 from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_RAW, TOPICS
 
 ROOT = Path(__file__).resolve().parent.parent

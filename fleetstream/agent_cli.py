@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleetstream.config import get_settings
+from core.config import get_settings
 
 agent_app = typer.Typer(no_args_is_help=True, help="Stream agents: your own, next to the built-in ones.")
 console = Console()

@@ -1,6 +1,6 @@
 """The demo's synthetic city: a road graph shipped as data, routing on it, and vehicles driving it.
 
-``fleetstream/data/city.json`` is a 12 x 12 km grid centred in Berlin's coordinates:
+``core/data/city.json`` is a 12 x 12 km grid centred in Berlin's coordinates:
 30 km/h streets every 400 m, 50 km/h arterials every 2 km, an 80 km/h ring road, and a
 few blocks closed so that routes are not all straight lines. ``python -m fleetstream.city``
 writes it again (deterministic). Vehicles drive at the edge's limit times the traffic
@@ -22,9 +22,10 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
+from core.assets import CITY_JSON
 from streams.geo import haversine_m
 
-DATA = Path(__file__).parent / "data" / "city.json"
+DATA = CITY_JSON  # the road graph this module writes and the API serves
 CENTRE = (52.52, 13.405)
 M_PER_DEG_LAT = 111_320.0
 

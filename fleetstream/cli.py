@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.config import get_settings
 from fleetstream.agent_cli import agent_app
-from fleetstream.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="The local service stack (no Docker needed).")
@@ -106,7 +106,7 @@ def worker(
         os.environ["FLEETSTREAM_WORKER_WEB_PORT"] = str(web_port)
     get_settings.cache_clear()
 
-    from fleetstream.runtime import tune_gc
+    from core.runtime import tune_gc
     from streams.topics import ensure_changelogs, ensure_topics
     from streams.worker import build
 

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from api.security import admin_token
-from fleetstream.config import Settings
+from core.config import Settings
 from fleetstream.simulator import Simulation, summary
 from fleetstream.stack import Stack
 from streams.topics import ensure_topics

@@ -33,8 +33,8 @@ import orjson
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.config import Settings
 from fleetstream.city import CENTRE, M_PER_DEG_LAT, City, Vehicle
-from fleetstream.config import Settings
 from streams.speeds import travel_s  # the platform's formula, with nothing learned, as the baseline
 
 PROOF = "signed by the recipient"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from fleetstream.config import Settings
+from core.config import Settings
 
 
 def drive(driver: str, batches: int, per_batch: int, rnd: random.Random) -> list[list[dict[str, Any]]]:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
-from fleetstream.config import get_settings
+from core.config import get_settings
 from schemas.base import Envelope, Ident, Latitude, Longitude, Model, UtcDatetime, to_utc
 
 

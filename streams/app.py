@@ -20,7 +20,7 @@ import faust
 from faust.types import TP, Message, TableT
 from prometheus_client import Counter
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import DeadLetter, deterministic_event_id, encode
 from schemas.contracts import TELEMETRY_DLQ, Topic
 from streams import codec

@@ -27,7 +27,7 @@ from typing import Any
 from faust.types import TopicT
 from redis.asyncio.client import Pipeline
 
-from fleetstream.clients import Lua, execute
+from core.clients import Lua, execute
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
 from schemas.base import GEO_MAX_LAT
 from schemas.contracts import DRIVER_STATUS, GEO_KEY, SEEN_KEY, driver_key, reserve_key

@@ -24,8 +24,8 @@ import orjson
 from faust.types import TopicT
 from redis.asyncio.client import Pipeline
 
-from fleetstream.clients import Lua, execute, fields
-from fleetstream.config import Settings
+from core.clients import Lua, execute, fields
+from core.config import Settings
 from schemas import BookingCommand, EtaUpdate, TelemetryBatch
 from schemas.contracts import (
     BOOKING_COMMANDS,

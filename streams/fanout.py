@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from redis.asyncio.client import Pipeline
 
-from fleetstream.clients import Lua, execute
+from core.clients import Lua, execute
 from schemas import BookingEvent, EtaUpdate
 from schemas.contracts import (
     STAFF,

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from scipy.optimize import linear_sum_assignment
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import BookingCommand, BookingCommandType, GeoPoint
 from schemas.contracts import BOOKING_COMMANDS, CELLS_KEY, GEO_KEY, PENDING_KEY, SPEEDS_KEY, mirror_key
 from streams import resources

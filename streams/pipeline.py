@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from faust.types import AgentT, EventT, Message, StreamT
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import TelemetryBatch, encode
 from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_RAW
 from streams.app import Runtime

@@ -6,8 +6,8 @@ import aio_pika
 import redis.asyncio as aioredis
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
-from fleetstream.clients import redis_client
-from fleetstream.config import get_settings
+from core.clients import redis_client
+from core.config import get_settings
 
 _redis: aioredis.Redis | None = None
 _mongo: AsyncIOMotorClient | None = None

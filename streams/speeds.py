@@ -10,7 +10,7 @@ from collections.abc import Mapping, MutableMapping, MutableSet, Sequence
 
 import h3
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import GpsPing
 from streams.geo import haversine_m
 

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas.contracts import TOPICS, Topic
 
 

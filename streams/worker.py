@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from fleetstream.config import Settings
+from core.config import Settings
 from streams import (
     bookings,
     clean,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetstream.config import Settings, get_settings
+from core.config import Settings, get_settings
 from fleetstream.stack.process import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture
 async def producer(stack: Settings) -> AsyncIterator[object]:
-    from fleetstream.kafka import make_producer
+    from core.kafka import make_producer
 
     p = make_producer(stack)
     await p.start()
@@ -129,7 +129,7 @@ class TopicTail:
     """Reads a topic from the offsets it had when created: sees only what a test caused."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        from fleetstream.kafka import make_consumer
+        from core.kafka import make_consumer
 
         self.topic = topic
         self.settings = settings
@@ -254,7 +254,7 @@ async def start_group_at_end(settings: Settings, group: str) -> None:
     """
     from aiokafka import TopicPartition
 
-    from fleetstream.kafka import make_consumer
+    from core.kafka import make_consumer
     from streams.topics import TOPICS, partitions_for
 
     consumer = make_consumer(settings, group_id=group)

@@ -8,7 +8,7 @@ import httpx
 import jwt
 import pytest
 
-from fleetstream.config import Settings
+from core.config import Settings
 from tests.conftest import Pipeline, bearer
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from fleetstream.config import Settings
+from core.config import Settings
 from tests.conftest import Pipeline, bearer, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis
 
-from fleetstream.config import Settings
+from core.config import Settings
 from tests.conftest import Pipeline, bearer, wait_for
 from tests.test_bookings import (
     Place,
@@ -88,7 +88,7 @@ def test_a_repeated_offer_of_the_same_driver_keeps_the_live_offer(stack: Setting
 
     import orjson
 
-    from fleetstream.kafka import make_producer
+    from core.kafka import make_producer
     from schemas import BookingCommand, encode
     from schemas.contracts import DEADLINES_KEY
 

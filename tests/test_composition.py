@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleetstream.config import Settings
+from core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPORT_ALL = """
 import importlib, pkgutil
 import faust
-import fleetstream.config as config
+import core.config as config
 
 def refuse(what):
     def fail(*args, **kwargs):
@@ -25,7 +25,7 @@ config.get_settings = refuse("settings read")
 config.Settings.__init__ = refuse("settings built")
 faust.App.__init__ = refuse("a Faust app built")
 imported = []
-for package in ("schemas", "sinks", "streams", "api", "fleetstream"):
+for package in ("core", "schemas", "sinks", "streams", "api", "fleetstream"):
     importlib.import_module(package)
     for m in pkgutil.walk_packages([package], prefix=package + "."):
         importlib.import_module(m.name)

@@ -17,7 +17,7 @@ import pytest
 from schemas import contracts
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ("api", "streams", "sinks", "schemas", "fleetstream", "benchmarks", "examples")
+SCANNED = ("core", "api", "streams", "sinks", "schemas", "fleetstream", "benchmarks", "examples")
 HOME = ROOT / "schemas" / "contracts.py"
 MARK = "\x00"  # stands for a builder's argument, to learn the text it puts around it
 

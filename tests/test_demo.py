@@ -11,7 +11,7 @@ import sys
 import psutil
 import pytest
 
-from fleetstream.config import Settings
+from core.config import Settings
 from fleetstream.stack.services import port_open
 from tests.conftest import REPO
 

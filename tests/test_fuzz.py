@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetstream.config import Settings
+from core.config import Settings
 from tests.conftest import Pipeline, bearer
 
 pytestmark = pytest.mark.usefixtures("stack")

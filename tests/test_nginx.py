@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetstream.config import Settings
+from core.config import Settings
 from fleetstream.stack.nginx import render_conf
 from tests.conftest import Proc, _status, free_port, wait_for
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from websockets.sync.client import connect
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas.contracts import EXCHANGE
 from tests.conftest import Pipeline, wait_for
 

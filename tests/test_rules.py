@@ -170,7 +170,7 @@ def test_replay_memory_round_trips_seq_sets() -> None:
 def test_travel_time_prices_each_cell_on_the_way_at_its_learned_speed() -> None:
     import h3
 
-    from fleetstream.config import Settings
+    from core.config import Settings
     from streams.geo import haversine_m
     from streams.speeds import SPEED_RES, travel_s
 

@@ -222,7 +222,7 @@ def test_device_clock_checked_at_ingest_only() -> None:
 
 
 def test_oversized_batch_and_strings_rejected() -> None:
-    from fleetstream.config import get_settings
+    from core.config import get_settings
 
     limit = get_settings().max_batch_pings
     pings = [_ping(seq=i) for i in range(limit + 1)]
@@ -282,7 +282,7 @@ def test_ingest_validation_fast_and_slow_paths_agree() -> None:
     """The fast path (field rules, then one loop over clock and offset) must reject what IngestPing rejects."""
     from api.ingest import validate
     from api.security import Principal
-    from fleetstream.config import get_settings
+    from core.config import get_settings
 
     me, s = Principal(subject="dev", role="driver", driver_id="d1"), get_settings()
     now = datetime.now(UTC)
@@ -304,7 +304,7 @@ def test_ingest_validation_fast_and_slow_paths_agree() -> None:
 
 def test_each_deployment_names_its_own_redis_database() -> None:
     """Redis keys carry no namespace: the database number keeps deployments apart (the URL wins when given)."""
-    from fleetstream.config import Settings
+    from core.config import Settings
 
     assert Settings(redis_db=2, redis_url=None).redis_dsn.endswith(":6379/2")
     assert Settings(redis_db=2, redis_url="redis://elsewhere:7000/5").redis_dsn == "redis://elsewhere:7000/5"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import GpsPing, TelemetryBatch, encode
 from tests.conftest import Pipeline
 
@@ -29,7 +29,7 @@ async def test_the_example_agent_runs_in_a_worker_and_its_events_arrive(stack: S
                                                                         uid: str) -> None:  # fmt: skip
     from harsh_braking import HarshBraking, agent
 
-    from fleetstream.kafka import make_consumer
+    from core.kafka import make_consumer
 
     driver = f"hb-{uid}"
     p = Pipeline(stack, tmp_path, f"test-sdk-{uid}")

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import DuplicateKeyError
 
-from fleetstream.config import Settings
-from fleetstream.kafka import make_consumer
+from core.config import Settings
+from core.kafka import make_consumer
 from schemas import GpsPing, TelemetryBatch, decode, encode
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -65,8 +65,8 @@ async def test_redis_geo_index(stack: Settings, uid: str) -> None:
 
 
 async def test_pipeline_scripts_load_themselves_on_noscript(stack: Settings, uid: str) -> None:
-    """Bare EVALSHA in a pipeline (``fleetstream.clients``); NOSCRIPT, as from a restarted Redis, loads and reruns."""
-    from fleetstream.clients import Lua, execute
+    """Bare EVALSHA in a pipeline (``core.clients``); NOSCRIPT, as from a restarted Redis, loads and reruns."""
+    from core.clients import Lua, execute
 
     r = aioredis.from_url(stack.redis_dsn, decode_responses=True)
     key = f"test:lua:{uid}"
@@ -90,7 +90,7 @@ async def test_pipeline_scripts_load_themselves_on_noscript(stack: Settings, uid
 
 async def test_position_update_applies_each_seq_once(stack: Settings, uid: str) -> None:
     """The driver-state script (``streams.driver_state``) ignores a fix not newer than Redis holds (a replay)."""
-    from fleetstream.clients import Lua, execute
+    from core.clients import Lua, execute
     from schemas.contracts import GEO_KEY, SEEN_KEY, driver_key, reserve_key
     from streams.driver_state import UPDATE_POSITION
 
@@ -189,7 +189,7 @@ async def test_kafka_topics_have_declared_layout(stack: Settings) -> None:
 def test_unknown_topic_is_not_auto_created(stack: Settings) -> None:
     from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
-    from fleetstream.kafka import make_producer
+    from core.kafka import make_producer
 
     async def send() -> None:
         p = make_producer(stack, request_timeout_ms=3000)

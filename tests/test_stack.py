@@ -8,7 +8,7 @@ import httpx
 import psutil
 import pytest
 
-from fleetstream.config import Settings
+from core.config import Settings
 from fleetstream.stack import Stack
 from fleetstream.stack.process import PidRecord
 from tests.conftest import free_port, wait_for

@@ -18,7 +18,7 @@ import websockets
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from api.notify import unbatch
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import DeadLetter, DriverStatusEvent, GeofenceEvent, GpsPing, TelemetryBatch, encode
 from schemas.contracts import LOCATIONS_KEY
 from schemas.track import bucket_pings

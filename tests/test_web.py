@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleetstream.config import Settings
+from core.config import Settings
 from tests.conftest import REPO, Pipeline, bearer, wait_for
 
 pytestmark = pytest.mark.usefixtures("stack")

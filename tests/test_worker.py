@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import DeadLetter, GpsPing, TelemetryBatch, encode
 from schemas.contracts import driver_key
 from tests.conftest import Pipeline, TopicTail, free_port, wait_for
@@ -274,7 +274,7 @@ async def committed_lag(stack: Settings, group: str, topic: str, detail: bool = 
     """Records of ``topic`` past the group's committed offsets, over all partitions."""
     from aiokafka import TopicPartition
 
-    from fleetstream.kafka import make_consumer
+    from core.kafka import make_consumer
     from streams.topics import TOPICS, partitions_for
 
     spec = next(t for t in TOPICS if t.name == topic)

@@ -14,7 +14,7 @@ from api.models import Accepted
 from api.resources import Resources
 from api.responses import errors
 from api.security import Principal
-from fleetstream.config import Settings
+from core.config import Settings
 
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"], responses=errors(401, 403, 413))
 

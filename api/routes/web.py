@@ -10,14 +10,14 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from api.models import City
-from fleetstream.city import DATA
+from core.assets import CITY_JSON
 
 router = APIRouter(tags=["web"])
 
 
 @cache
 def _city() -> bytes:
-    return DATA.read_bytes()
+    return CITY_JSON.read_bytes()
 
 
 @router.get("/v1/city", response_model=City)

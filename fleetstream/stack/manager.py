@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from fleetstream.config import Settings
+from core.config import Settings
 from fleetstream.stack.process import PidRecord, spawn, stop_group
 from fleetstream.stack.services import Service, StackError, all_services, port_open, quiet_client_logs, run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetstream.config import Settings
+from core.config import Settings
 
 
 def render_conf(settings: Settings, prefix: Path, log_dir: Path) -> str:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetstream.config import REPO_ROOT, Settings
+from core.config import REPO_ROOT, Settings
 
 DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
 

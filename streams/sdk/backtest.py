@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from fleetstream.config import Settings
+from core.config import Settings
 from schemas import decode
 from streams.sdk.agent import Agent
 from streams.sdk.testing import Harness

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from fleetstream.config import Settings
+from core.config import Settings
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
