@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install web browser demo test lint stack-up stack-down stack-status bench clean
+.PHONY: install web openapi codegen browser demo test lint stack-up stack-down stack-status bench clean
 
 $(BIN)/fleetstream: pyproject.toml examples/harsh_braking/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,24 @@ $(BIN)/fleetstream: pyproject.toml examples/harsh_braking/pyproject.toml
 install: $(BIN)/fleetstream
 
 # The browser UI (React, Tailwind, Leaflet), built with Vite from the npm registry; the API serves web/dist.
-WEB_SRC := web/package.json web/package-lock.json web/index.html web/vite.config.js $(shell find web/src -type f)
+# The build generates its API types from web/openapi.json and type-checks every page against them.
+WEB_SRC := web/package.json web/package-lock.json web/index.html web/vite.config.js web/tsconfig.json web/openapi.json \
+           $(shell find web/src -type f -not -path 'web/src/generated/*')
 web/dist/index.html: $(WEB_SRC)
 	cd web && npm ci --no-audit --no-fund && npm run build
 web: web/dist/index.html
+
+# After a change to the API: the document the web UI is typed from (a test fails while it is stale).
+openapi: install
+	$(BIN)/fleetstream openapi web/openapi.json
+
+# tests/test_client.py generates a typed client from web/openapi.json with openapi-python-client, in a
+# virtualenv of its own: it pins an older typer than the CLI uses.
+CODEGEN := .venv-codegen/bin/openapi-python-client
+$(CODEGEN):
+	$(PYTHON) -m venv .venv-codegen
+	.venv-codegen/bin/pip install -q "openapi-python-client==0.29.1"
+codegen: $(CODEGEN)
 
 # Browser tests drive Debian's chromium with Playwright (no browser download).
 browser:
@@ -33,7 +47,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports  # the layer contract in pyproject.toml
 
-test: lint web browser
+test: lint web browser codegen
 	$(BIN)/fleetstream stack up
 	$(BIN)/fleetstream topics
 	$(BIN)/pytest

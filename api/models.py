@@ -9,11 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from schemas.base import Ident
+from schemas.telemetry import GpsPing
 
 
 class View(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """An answer: a field with a default is always in it, so the document marks it required."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True)
 
 
 class Problem(View):
@@ -77,3 +82,19 @@ class City(View):
     block_m: float | None = None
     nodes: list[list[float]]
     edges: list[list[float]]
+
+
+# The telemetry POST reads its body raw (api.fastpath validates it ping by ping, so that one
+# bad ping does not refuse the rest); these models only document it. A posted ping is a
+# GpsPing whose driver_id may be left out: it is the token's driver.
+PostedPing = create_model("PostedPing", __base__=GpsPing, driver_id=(Ident | None, None))
+
+
+class TelemetryPost(BaseModel):
+    """1…N pings of the calling device's driver."""
+
+    pings: list[PostedPing] = Field(min_length=1)
+
+
+#: Request bodies that routes read raw, added to the OpenAPI document by ``api.main.App``.
+RAW_BODIES: dict[tuple[str, str], type[BaseModel]] = {("/v1/telemetry", "post"): TelemetryPost}

@@ -171,6 +171,15 @@ def schemas_export(directory: Path) -> None:
 
 
 @app.command()
+def openapi(path: Annotated[Path, typer.Argument()] = Path("web/openapi.json")) -> None:
+    """Write the API's OpenAPI document to PATH (the web UI's types are generated from it)."""
+    from api.main import openapi_json
+
+    path.write_text(openapi_json())
+    console.print(f"wrote {path}")
+
+
+@app.command()
 def smoke(
     drivers: int = 20,
     batches: int = 5,

@@ -133,9 +133,13 @@ class BookingEvent(Envelope):
 
 
 class View(BaseModel):
-    """Base of what the API answers: lenient on read (stored documents carry internal fields)."""
+    """Base of what the API answers: lenient on read (stored documents carry internal fields).
 
-    model_config = ConfigDict(extra="ignore")
+    A field with a default is always in the answer, so the OpenAPI document marks it required
+    (generated clients then need no check for it).
+    """
+
+    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True)
 
 
 class BookingView(View):

@@ -36,7 +36,7 @@ class ZoneIn(Model):
 class ZoneOut(ZoneIn):
     """A stored zone as the API answers it."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=True)
 
     zone_id: str
     updated_at: datetime | None = None

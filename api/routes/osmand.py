@@ -112,13 +112,12 @@ async def _fields(request: Request) -> dict[str, str]:
     return fields
 
 
-@router.api_route(
-    "/{token}",
-    methods=["GET", "POST"],
-    status_code=200,
-    response_model=Accepted,
-    responses={422: {"description": "the fix is invalid, with the reason"}},
-)
+_INVALID: dict[int | str, dict[str, object]] = {422: {"description": "the fix is invalid, with the reason"}}
+
+
+# GET (Traccar Client, OsmAnd) and POST (GPSLogger's form): one handler, an operation id each.
+@router.post("/{token}", operation_id="osmand_post", status_code=200, response_model=Accepted, responses=_INVALID)
+@router.get("/{token}", operation_id="osmand_get", status_code=200, response_model=Accepted, responses=_INVALID)
 async def osmand(
     request: Request,
     res: ResourcesDep,

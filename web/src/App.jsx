@@ -5,6 +5,7 @@ import Dispatcher from "./pages/Dispatcher.jsx";
 import Customer from "./pages/Customer.jsx";
 import Driver from "./pages/Driver.jsx";
 
+/** @type {Record<string, string>} */
 const HOME = { dispatcher: "#/dispatcher", admin: "#/dispatcher", customer: "#/customer", driver: "#/driver" };
 
 function useHash() {
@@ -20,6 +21,7 @@ function useHash() {
 export default function App() {
   const hash = useHash();
   const [session, setSession] = useState(loadSession);
+  /** @param {import("./api.js").Session} s */
   const signIn = (s) => {
     saveSession(s);
     setSession(s);

@@ -1,10 +1,11 @@
 // Book by clicking pickup then dropoff; then watch the driver approach, the ETA fall and the status move.
 import { useEffect, useRef, useState } from "react";
 import L from "leaflet";
-import { ApiError, api, fmtDuration, useNotifications } from "../api.js";
+import { ApiError, bearer, client, fmtDuration, ok, reason, useNotifications } from "../api.js";
 import { pin, useLeaflet } from "../Map.jsx";
 
 const STEPS = ["requested", "offered", "assigned", "driver_arrived", "picked_up", "delivered"];
+/** @type {Record<string, string>} */
 const LABEL = {
   requested: "Looking for a driver",
   offered: "Offered to a driver",
@@ -16,19 +17,23 @@ const LABEL = {
   expired: "No driver found",
 };
 
+/** @typedef {import("../api.js").Booking} Booking */
+/** @typedef {import("../api.js").GeoPoint} GeoPoint */
+
 // ``shareToken``: the page opened from a tracking link, read-only, for that one booking.
+/** @param {{ session: import("../api.js").Session | null, bookingId: string | null, center: string | null, shareToken?: string | null }} props */
 export default function Customer({ session, bookingId, center, shareToken }) {
-  const token = shareToken ?? session.token;
+  const token = shareToken ?? session?.token;
   const readOnly = Boolean(shareToken);
-  const [shared, setShared] = useState(null);
-  const [points, setPoints] = useState([]); // [pickup, dropoff] as {lat, lon}
-  const [booking, setBooking] = useState(null);
-  const [timeline, setTimeline] = useState([]);
-  const [eta, setEta] = useState(null);
-  const [error, setError] = useState(null);
-  const [mine, setMine] = useState([]);
-  const layers = useRef(null);
-  const driverMarker = useRef(null);
+  const [shared, setShared] = useState(/** @type {string | null} */ (null));
+  const [points, setPoints] = useState(/** @type {GeoPoint[]} */ ([])); // [pickup, dropoff]
+  const [booking, setBooking] = useState(/** @type {Booking | null} */ (null));
+  const [timeline, setTimeline] = useState(/** @type {{ status: string, at?: string | null, reason?: string | null }[]} */ ([]));
+  const [eta, setEta] = useState(/** @type {{ s: number, phase: string, distance: number } | null} */ (null));
+  const [error, setError] = useState(/** @type {string | null} */ (null));
+  const [mine, setMine] = useState(/** @type {Booking[]} */ ([]));
+  const layers = useRef(/** @type {L.LayerGroup | null} */ (null));
+  const driverMarker = useRef(/** @type {L.CircleMarker | null} */ (null));
   const [mapRef, map] = useLeaflet((ll) => {
     if (readOnly) return;
     if (booking && !["delivered", "cancelled", "expired"].includes(booking.status)) return;
@@ -47,16 +52,16 @@ export default function Customer({ session, bookingId, center, shareToken }) {
   // Open a booking by id (a link), or the list of my bookings.
   useEffect(() => {
     if (bookingId) {
-      api(`/v1/bookings/${bookingId}`, { token })
+      ok(client.GET("/v1/bookings/{booking_id}", { params: { path: { booking_id: bookingId } }, headers: bearer(token) }))
         .then((b) => {
           setBooking(b);
-          setPoints([b.pickup, b.dropoff]);
+          setPoints(b.pickup && b.dropoff ? [b.pickup, b.dropoff] : []);
           setTimeline([{ status: b.status, at: b.updated_at ?? b.created_at }]);
         })
-        .catch((e) => setError(e instanceof ApiError && e.status === 404 ? "No such booking (or not yours)." : e.message));
+        .catch((e) => setError(e instanceof ApiError && e.status === 404 ? "No such booking (or not yours)." : reason(e)));
     }
     if (!readOnly)
-      api("/v1/bookings?limit=10", { token })
+      ok(client.GET("/v1/bookings", { params: { query: { limit: 10 } }, headers: bearer(token) }))
         .then((p) => setMine(p.items))
         .catch(() => {});
   }, [bookingId, token, readOnly]);
@@ -82,7 +87,7 @@ export default function Customer({ session, bookingId, center, shareToken }) {
         driverMarker.current.setLatLng([msg.lat, msg.lon]);
       }
     } else if (msg.type?.startsWith("booking.") && msg.version > (booking.version ?? -1)) {
-      setBooking((b) => ({ ...b, ...msg }));
+      setBooking((b) => (b ? { ...b, ...msg } : b));
       setTimeline((t) => [...t, { status: msg.status, at: msg.at, reason: msg.reason }]);
     }
   });
@@ -90,32 +95,47 @@ export default function Customer({ session, bookingId, center, shareToken }) {
   const book = async () => {
     setError(null);
     try {
-      const b = await api("/v1/bookings", {
-        token,
-        method: "POST",
-        body: { pickup: points[0], dropoff: points[1], parcel_size: "small" },
-        headers: { "Idempotency-Key": crypto.randomUUID() },
-      });
+      const answer = await ok(
+        client.POST("/v1/bookings", {
+          body: { pickup: points[0], dropoff: points[1], parcel_size: "small" },
+          headers: { ...bearer(token), "Idempotency-Key": crypto.randomUUID() },
+        }),
+      );
+      // 202: the command is in Kafka but the bookings agent has not answered yet; read it back.
+      const b = answer.status === "pending" ? await applied(answer.booking_id) : answer;
       setBooking(b);
       setTimeline([{ status: b.status, at: b.created_at }]);
       history.replaceState(null, "", `#/customer?booking=${b.booking_id}`);
     } catch (e) {
-      setError(e.message);
+      setError(reason(e));
+    }
+  };
+  /** The booking once the agent has applied its command (404 until then). @param {string} id */
+  const applied = async (id) => {
+    for (let i = 0; ; i++) {
+      try {
+        return await ok(client.GET("/v1/bookings/{booking_id}", { params: { path: { booking_id: id } }, headers: bearer(token) }));
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 404) || i >= 20) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
   };
   const share = async () => {
     try {
-      const r = await api(`/v1/bookings/${booking.booking_id}/share`, { token, method: "POST" });
+      if (!booking) return;
+      const r = await ok(client.POST("/v1/bookings/{booking_id}/share", { params: { path: { booking_id: booking.booking_id } }, headers: bearer(token) }));
       setShared(`${location.origin}${r.path}`);
     } catch (e) {
-      setError(e.message);
+      setError(reason(e));
     }
   };
   const cancel = async () => {
     try {
-      await api(`/v1/bookings/${booking.booking_id}/cancel`, { token, method: "POST", body: {} });
+      if (!booking) return;
+      await ok(client.POST("/v1/bookings/{booking_id}/cancel", { params: { path: { booking_id: booking.booking_id } }, body: {}, headers: bearer(token) }));
     } catch (e) {
-      setError(e.message);
+      setError(reason(e));
     }
   };
 
@@ -146,7 +166,7 @@ export default function Customer({ session, bookingId, center, shareToken }) {
         {booking && (
           <div className="flex flex-col gap-2" data-testid="tracking">
             <div className="text-lg font-semibold" data-testid="status" data-status={status}>
-              {LABEL[status] ?? status}
+              {LABEL[booking.status] ?? booking.status}
             </div>
             {booking.reason && <div className="text-slate-600">{booking.reason}</div>}
             <div data-testid="eta" data-eta={etaNow?.s ?? ""}>
@@ -166,7 +186,7 @@ export default function Customer({ session, bookingId, center, shareToken }) {
                 );
               })}
             </ol>
-            {!readOnly && ["requested", "offered", "assigned", "driver_arrived"].includes(status) && (
+            {!readOnly && ["requested", "offered", "assigned", "driver_arrived"].includes(booking.status) && (
               <button className="rounded border border-red-300 py-1 text-red-700" onClick={cancel}>
                 Cancel
               </button>

@@ -2,26 +2,40 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import L from "leaflet";
 import { cellToBoundary, latLngToCell } from "h3-js";
-import { api, fmtDuration, useNotifications } from "../api.js";
+import { bearer, client, fmtDuration, ok, reason, useNotifications } from "../api.js";
 import { STATUS_COLOUR, pin, useLeaflet, zoneLayer } from "../Map.jsx";
 
 const ACTIVE = new Set(["assigned", "driver_arrived", "picked_up"]);
 const OPEN = new Set(["requested", "offered", ...ACTIVE]);
 const HEAT_RES = 7;
 
+/** @typedef {import("../api.js").Booking} Booking */
+/** @typedef {{ lat?: number | null, lon?: number | null, status: string, speed_mps?: number | null, ts?: string, marker?: L.CircleMarker }} Dot */
+/** @typedef {{ drivers: L.LayerGroup, zones: L.LayerGroup, heat: L.LayerGroup, focus: L.LayerGroup }} Layers */
+/**
+ * @typedef {{ kind: "driver", id: string, status?: string, speed?: number | null, ts?: string, pings?: number, error?: string }
+ *   | ({ kind: "booking" } & Partial<Booking>)} Detail
+ */
+
+/** @param {{ session: import("../api.js").Session, center: string | null }} props */
 export default function Dispatcher({ session, center }) {
   const token = session.token;
-  const drivers = useRef(new Map()); // id → {lat, lon, status, marker}
-  const [bookings, setBookings] = useState(() => new Map());
-  const [selected, setSelected] = useState(null); // {kind, id}
+  const drivers = useRef(/** @type {Map<string, Dot>} */ (new Map()));
+  const [bookings, setBookings] = useState(() => /** @type {Map<string, Booking>} */ (new Map()));
+  const [selected, setSelected] = useState(/** @type {{ kind: "driver" | "booking", id: string } | null} */ (null));
   const [counts, setCounts] = useState({ online: 0, busy: 0, offline: 0 });
-  const [error, setError] = useState(null);
-  const [mapRef, map] = useLeaflet(undefined, center);
-  const layers = useRef(null);
+  const [error, setError] = useState(/** @type {string | null} */ (null));
+  const [mapRef, map] = useLeaflet(() => {}, center);
+  const layers = useRef(/** @type {Layers | null} */ (null));
 
-  const select = useCallback((kind, id) => setSelected({ kind, id }), []);
+  const select = useCallback(
+    /** @param {"driver" | "booking"} kind @param {string} id */
+    (kind, id) => setSelected({ kind, id }),
+    [],
+  );
 
   const place = useCallback(
+    /** @param {string} id @param {Partial<Dot>} patch */
     (id, patch) => {
       if (!layers.current) return;
       const d = { ...(drivers.current.get(id) ?? { status: "online" }), ...patch };
@@ -50,23 +64,25 @@ export default function Dispatcher({ session, center }) {
       heat: L.layerGroup().addTo(map),
       focus: L.layerGroup().addTo(map),
     };
+    const auth = { headers: bearer(token) };
     Promise.all([
-      api("/v1/drivers", { token }),
-      api("/v1/zones", { token }),
-      api("/v1/bookings?limit=100", { token }),
+      ok(client.GET("/v1/drivers", auth)),
+      ok(client.GET("/v1/zones", auth)),
+      ok(client.GET("/v1/bookings", { ...auth, params: { query: { limit: 100 } } })),
     ])
       .then(([fleet, zones, page]) => {
         for (const d of fleet) place(d.driver_id, { lat: d.lat, lon: d.lon, status: d.status ?? "online" });
         // Behind what is already drawn: drivers placed just above share the overlay's SVG, and a
         // zone drawn after them covered their markers and took their clicks (a CI failure).
-        for (const z of zones) zoneLayer(z).addTo(layers.current.zones).bringToBack();
+        const { zones: zoneGroup } = /** @type {Layers} */ (layers.current);
+        for (const z of zones) zoneLayer(z).addTo(zoneGroup).bringToBack();
         setBookings((prev) => {
           const next = new Map(prev);
           for (const b of page.items) if (!next.has(b.booking_id)) next.set(b.booking_id, b);
           return next;
         });
       })
-      .catch((e) => setError(e.message));
+      .catch((e) => setError(reason(e)));
     return undefined;
   }, [map, token, place]);
 
@@ -91,7 +107,9 @@ export default function Dispatcher({ session, center }) {
   useEffect(() => {
     const tick = () => {
       if (!layers.current) return;
+      /** @type {Map<string, { supply: number, demand: number }>} */
       const cells = new Map();
+      /** @param {string} cell @param {"supply" | "demand"} k */
       const bump = (cell, k) => {
         const c = cells.get(cell) ?? { supply: 0, demand: 0 };
         c[k] += 1;
@@ -105,7 +123,7 @@ export default function Dispatcher({ session, center }) {
         else if (d.status === "offline") offline += 1;
         else {
           online += 1;
-          bump(latLngToCell(d.lat, d.lon, HEAT_RES), "supply");
+          if (d.lat != null && d.lon != null) bump(latLngToCell(d.lat, d.lon, HEAT_RES), "supply");
         }
       }
       for (const b of bookings.values()) if (b.pickup && (b.status === "requested" || b.status === "offered")) bump(latLngToCell(b.pickup.lat, b.pickup.lon, HEAT_RES), "demand");
@@ -126,29 +144,33 @@ export default function Dispatcher({ session, center }) {
   }, [bookings]);
 
   // The selected driver's track, or the selected booking's pickup and dropoff.
-  const [detail, setDetail] = useState(null);
+  const [detail, setDetail] = useState(/** @type {Detail | null} */ (null));
   useEffect(() => {
     if (!selected || !layers.current) return;
-    layers.current.focus.clearLayers();
+    const { focus } = layers.current;
+    focus.clearLayers();
     if (selected.kind === "driver") {
       const d = drivers.current.get(selected.id);
       setDetail({ kind: "driver", id: selected.id, status: d?.status, speed: d?.speed_mps, ts: d?.ts });
-      api(`/v1/drivers/${encodeURIComponent(selected.id)}/track?limit=600`, { token })
+      const driver = { kind: /** @type {const} */ ("driver"), id: selected.id };
+      ok(client.GET("/v1/drivers/{driver_id}/track", { params: { path: { driver_id: selected.id }, query: { limit: 600 } }, headers: bearer(token) }))
         .then((t) => {
+          /** @type {L.LatLngTuple[]} */
           const pts = t.pings.map((p) => [p.lat, p.lon]);
-          if (pts.length) L.polyline(pts, { color: "#1d4ed8", weight: 3, className: "track" }).addTo(layers.current.focus);
-          setDetail((x) => ({ ...x, pings: t.pings.length }));
+          if (pts.length) L.polyline(pts, { color: "#1d4ed8", weight: 3, className: "track" }).addTo(focus);
+          setDetail((x) => ({ ...(x?.kind === "driver" ? x : driver), pings: t.pings.length }));
         })
-        .catch((e) => setDetail((x) => ({ ...x, error: e.message })));
+        .catch((e) => setDetail((x) => ({ ...(x?.kind === "driver" ? x : driver), error: reason(e) })));
     } else {
       const b = bookings.get(selected.id);
       setDetail({ kind: "booking", ...b });
-      if (b?.pickup) pin([b.pickup.lat, b.pickup.lon], "pickup", "#22c55e").addTo(layers.current.focus);
-      if (b?.dropoff) pin([b.dropoff.lat, b.dropoff.lon], "dropoff", "#ef4444").addTo(layers.current.focus);
+      if (b?.pickup) pin([b.pickup.lat, b.pickup.lon], "pickup", "#22c55e").addTo(focus);
+      if (b?.dropoff) pin([b.dropoff.lat, b.dropoff.lon], "dropoff", "#ef4444").addTo(focus);
     }
   }, [selected, token]); // eslint-disable-line react-hooks/exhaustive-deps
 
-  const open = [...bookings.values()].filter((b) => OPEN.has(b.status)).sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  const open = [...bookings.values()].filter((b) => OPEN.has(b.status)).sort((a, b) => ((a.created_at ?? "") < (b.created_at ?? "") ? 1 : -1));
+  /** @type {Record<string, number>} */
   const byState = {};
   for (const b of bookings.values()) byState[b.status] = (byState[b.status] ?? 0) + 1;
   return (

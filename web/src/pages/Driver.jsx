@@ -2,11 +2,15 @@
 // device), get offers, accept or decline, drive there, mark arrived / picked up / delivered.
 import { useEffect, useRef, useState } from "react";
 import L from "leaflet";
-import { api, fmtDuration, useNotifications } from "../api.js";
+import { bearer, client, fmtDuration, ok, reason, useNotifications } from "../api.js";
 import { pin, useLeaflet } from "../Map.jsx";
 
 const SPEED_MPS = 12;
 
+/** @typedef {import("../api.js").Booking} Booking */
+/** @typedef {import("../api.js").GeoPoint} GeoPoint */
+
+/** @param {GeoPoint} p @param {GeoPoint} target @param {number} metres @returns {GeoPoint} */
 function towards(p, target, metres) {
   const dy = (target.lat - p.lat) * 111320;
   const dx = (target.lon - p.lon) * 111320 * Math.cos((p.lat * Math.PI) / 180);
@@ -15,19 +19,21 @@ function towards(p, target, metres) {
   return { lat: p.lat + ((dy / d) * metres) / 111320, lon: p.lon + ((dx / d) * metres) / (111320 * Math.cos((p.lat * Math.PI) / 180)) };
 }
 
+/** @param {{ session: import("../api.js").Session, center: string | null }} props */
 export default function Driver({ session, center }) {
   const token = session.token;
-  const [pos, setPos] = useState(null);
-  const [target, setTarget] = useState(null);
-  const [offer, setOffer] = useState(null);
-  const [job, setJob] = useState(null);
+  const [pos, setPos] = useState(/** @type {GeoPoint | null} */ (null));
+  const [target, setTarget] = useState(/** @type {GeoPoint | null | undefined} */ (null));
+  // An offer is the booking.offered socket message (schemas/events.py), a job the booking's view.
+  const [offer, setOffer] = useState(/** @type {(Partial<Booking> & { booking_id: string }) | null} */ (null));
+  const [job, setJob] = useState(/** @type {Booking | null} */ (null));
   const [proof, setProof] = useState("");
-  const [error, setError] = useState(null);
+  const [error, setError] = useState(/** @type {string | null} */ (null));
   const [posted, setPosted] = useState(0);
-  const posRef = useRef(null);
+  const posRef = useRef(/** @type {GeoPoint | null} */ (null));
   posRef.current = pos;
-  const layers = useRef(null);
-  const me = useRef(null);
+  const layers = useRef(/** @type {{ me: L.LayerGroup, job: L.LayerGroup } | null} */ (null));
+  const me = useRef(/** @type {L.CircleMarker | null} */ (null));
   const [mapRef, map] = useLeaflet((ll) => setPos({ lat: ll.lat, lon: ll.lng }), center);
 
   useEffect(() => {
@@ -36,7 +42,9 @@ export default function Driver({ session, center }) {
 
   // The device: one fix a second, posted every two seconds; drives towards the target if there is one.
   useEffect(() => {
+    /** @type {import("../api.js").Ping[]} */
     let buffer = [];
+    /** @type {GeoPoint | null} */
     let last = null;
     const tick = setInterval(() => {
       const p = posRef.current;
@@ -56,10 +64,10 @@ export default function Driver({ session, center }) {
       const pings = buffer;
       buffer = [];
       try {
-        const r = await api("/v1/telemetry", { token, method: "POST", body: { pings } });
+        const r = await ok(client.POST("/v1/telemetry", { body: { pings }, headers: bearer(token) }));
         setPosted((n) => n + r.accepted);
       } catch (e) {
-        setError(`position not sent: ${e.message}`);
+        setError(`position not sent: ${reason(e)}`);
         buffer = [...pings.slice(-60), ...buffer];
       }
     }, 2000);
@@ -71,7 +79,7 @@ export default function Driver({ session, center }) {
 
   useEffect(() => {
     if (!layers.current || !pos) return;
-    if (!me.current) me.current = L.circleMarker([pos.lat, pos.lon], { radius: 8, color: "#0f172a", fillColor: "#16a34a", fillOpacity: 1, className: "me" }).addTo(layers.current.me);
+    me.current ??= L.circleMarker([pos.lat, pos.lon], { radius: 8, color: "#0f172a", fillColor: "#16a34a", fillOpacity: 1, className: "me" }).addTo(layers.current.me);
     me.current.setLatLng([pos.lat, pos.lon]);
   }, [pos, map]);
 
@@ -85,21 +93,36 @@ export default function Driver({ session, center }) {
 
   const connected = useNotifications(token, (msg) => {
     if (msg.type === "booking.offered") setOffer(msg);
-    else if (job && msg.booking_id === job.booking_id && msg.type?.startsWith("booking.")) setJob((j) => ({ ...j, ...msg }));
+    else if (job && msg.booking_id === job.booking_id && msg.type?.startsWith("booking.")) setJob((j) => (j ? { ...j, ...msg } : j));
   });
 
-  const act = async (action, body) => {
+  /** @param {"accept" | "decline" | "arrived" | "picked-up" | "delivered"} action */
+  const act = async (action) => {
     const b = job ?? offer;
+    if (!b) return;
     setError(null);
+    const init = { params: { path: { booking_id: b.booking_id } }, headers: bearer(token) };
     try {
-      const r = await api(`/v1/bookings/${b.booking_id}/${action}`, { token, method: "POST", body: body ?? {} });
+      const r = await ok(
+        action === "accept"
+          ? client.POST("/v1/bookings/{booking_id}/accept", init)
+          : action === "decline"
+            ? client.POST("/v1/bookings/{booking_id}/decline", { ...init, body: { reason: "declined in the app" } })
+            : action === "arrived"
+              ? client.POST("/v1/bookings/{booking_id}/arrived", init)
+              : action === "picked-up"
+                ? client.POST("/v1/bookings/{booking_id}/picked-up", init)
+                : client.POST("/v1/bookings/{booking_id}/delivered", { ...init, body: { proof } }),
+      );
+      // 202 "pending": the agent has not answered yet; its booking event on the socket will.
+      const view = r.status === "pending" ? null : r;
       if (action === "accept") {
-        setJob(r);
+        if (view) setJob(view);
         setOffer(null);
       } else if (action === "decline") setOffer(null);
-      else setJob(["delivered", "cancelled"].includes(r.status) ? null : r);
+      else if (view) setJob(["delivered", "cancelled"].includes(view.status) ? null : view);
     } catch (e) {
-      setError(e.message);
+      setError(reason(e));
       if (action === "accept" || action === "decline") setOffer(null);
     }
   };
@@ -121,7 +144,7 @@ export default function Driver({ session, center }) {
               <button className="flex-1 rounded bg-emerald-600 py-1 text-white" onClick={() => act("accept")}>
                 Accept
               </button>
-              <button className="flex-1 rounded bg-slate-300 py-1" onClick={() => act("decline", { reason: "declined in the app" })}>
+              <button className="flex-1 rounded bg-slate-300 py-1" onClick={() => act("decline")}>
                 Decline
               </button>
             </div>
@@ -146,7 +169,7 @@ export default function Driver({ session, center }) {
             {job.status === "picked_up" && (
               <>
                 <input className="rounded border px-2 py-1" placeholder="proof (name of recipient)" value={proof} onChange={(e) => setProof(e.target.value)} />
-                <button className="rounded bg-indigo-600 py-1 text-white disabled:opacity-40" disabled={!proof} onClick={() => act("delivered", { proof })}>
+                <button className="rounded bg-indigo-600 py-1 text-white disabled:opacity-40" disabled={!proof} onClick={() => act("delivered")}>
                   Delivered
                 </button>
               </>

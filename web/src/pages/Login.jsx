@@ -1,20 +1,22 @@
 import { useState } from "react";
-import { login } from "../api.js";
+import { login, reason } from "../api.js";
 
+/** @param {{ onLogin: (s: import("../api.js").Session) => void, session?: import("../api.js").Session | null }} props */
 export default function Login({ onLogin, session }) {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
-  const [error, setError] = useState(null);
+  const [error, setError] = useState(/** @type {string | null} */ (null));
   if (session) {
     return <p className="p-6">Signed in as {session.me.email}. Choose a page above.</p>;
   }
+  /** @param {import("react").FormEvent} e */
   const submit = async (e) => {
     e.preventDefault();
     setError(null);
     try {
       onLogin(await login(email, password));
     } catch (err) {
-      setError(err.message);
+      setError(reason(err));
     }
   };
   return (
