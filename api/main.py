@@ -31,6 +31,7 @@ from api.routes import (
 )
 from core.config import get_settings
 from core.runtime import tune_gc
+from schemas.notifications import SOCKET_MESSAGES
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -46,7 +47,7 @@ def operation_id(route: APIRoute) -> str:
 
 
 class App(FastAPI):
-    """FastAPI, whose OpenAPI document also describes the request bodies that routes read raw."""
+    """FastAPI, whose document also describes the bodies that routes read raw, and the socket messages."""
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is not None:
@@ -61,6 +62,10 @@ class App(FastAPI):
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
             }
+        for model in SOCKET_MESSAGES:  # not HTTP bodies: what /v1/notifications sends, for typed clients
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
         return doc
 
 

@@ -15,7 +15,7 @@ from schemas.bookings import (
     ParcelSize,
 )
 from schemas.codec import MESSAGE_ADAPTER, Message, decode, encode
-from schemas.events import DeadLetter, DriverStatus, DriverStatusEvent, EtaUpdate, GeofenceEvent, Notification
+from schemas.events import DeadLetter, DriverStatus, DriverStatusEvent, EtaUpdate, GeofenceEvent
 from schemas.telemetry import GpsPing, IngestPing, TelemetryBatch
 from schemas.zones import Circle, ZoneIn
 
@@ -38,7 +38,6 @@ __all__ = [
     "GpsPing",
     "IngestPing",
     "Message",
-    "Notification",
     "ParcelSize",
     "TelemetryBatch",
     "ZoneIn",

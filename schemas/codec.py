@@ -11,18 +11,11 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter
 
 from schemas.bookings import BookingCommand, BookingEvent
-from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent, Notification
+from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent
 from schemas.telemetry import TelemetryBatch
 
 Message = Annotated[
-    TelemetryBatch
-    | BookingCommand
-    | BookingEvent
-    | DriverStatusEvent
-    | GeofenceEvent
-    | EtaUpdate
-    | Notification
-    | DeadLetter,
+    TelemetryBatch | BookingCommand | BookingEvent | DriverStatusEvent | GeofenceEvent | EtaUpdate | DeadLetter,
     Field(discriminator="type"),
 ]
 

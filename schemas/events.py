@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -50,18 +50,6 @@ class EtaUpdate(Envelope):
     distance_m: float = Field(ge=0.0)
     lat: Latitude
     lon: Longitude
-
-
-class Notification(Envelope):
-    """What the notification layer fans out; ``routing_key`` follows ``{scope}.{id}.{kind}``."""
-
-    type: Literal["notification"] = "notification"
-    routing_key: str = Field(max_length=255)
-    kind: Ident
-    booking_id: uuid.UUID | None = None
-    customer_id: Ident | None = None
-    driver_id: Ident | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
 
 
 class DeadLetter(Envelope):

@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from schemas.bookings import BookingCommand, BookingEvent
 from schemas.codec import MESSAGE_ADAPTER
-from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent, Notification
+from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent
+from schemas.notifications import SOCKET_MESSAGES
 from schemas.telemetry import GpsPing, TelemetryBatch
 from schemas.zones import ZoneIn
 
@@ -21,9 +22,9 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     DriverStatusEvent,
     GeofenceEvent,
     EtaUpdate,
-    Notification,
     DeadLetter,
     ZoneIn,
+    *SOCKET_MESSAGES,
 )
 
 

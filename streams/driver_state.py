@@ -6,7 +6,7 @@ restart); one table rather than a second one here, because each table write is a
 record per device batch on the hot path. This step mirrors it to Redis, where the API and
 matching read it without Kafka, and adds the status:
 
-- ``driver:{id}``           hash (lat, lon, speed_mps, heading_deg, ts, seq, status, seen)
+- ``driver:{id}``           hash of ``schemas.drivers.DriverState.HASH_FIELDS`` (the API reads it with that model)
 - ``drivers:geo:available`` geo set of online drivers that are not busy
 - ``drivers:last_seen``     sorted set, score = wall-clock time of the last processed ping
 

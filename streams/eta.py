@@ -38,9 +38,10 @@ from schemas.contracts import (
     customer_audience,
     mirror_key,
 )
+from schemas.notifications import EtaNotice
 from streams import pipeline, resources
 from streams.app import Runtime
-from streams.fanout import Notifier, eta_notification
+from streams.fanout import Notifier
 from streams.geo import Zone, haversine_m
 from streams.speeds import SPEED_RES, learn_batch, travel_s
 
@@ -131,7 +132,7 @@ def _estimate(s: Settings, r: Any, notifier: Notifier, eta_topic: TopicT, comman
         # Straight to the customer's socket (no further Kafka hop); eta.updates keeps the record.
         scopes = [[*([customer_audience(u.customer_id)] if u.customer_id else []), STAFF,
                    booking_audience(str(u.booking_id))] for u in updates]  # fmt: skip
-        await notifier.send([(who, eta_notification(u)) for who, u in zip(scopes, updates, strict=True)])
+        await notifier.send([(who, EtaNotice.of(u)) for who, u in zip(scopes, updates, strict=True)])
         for u in updates:
             await eta_topic.send(key=str(u.booking_id).encode(), value=u)
 

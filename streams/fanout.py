@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 
 from core.clients import Lua, execute
-from schemas import BookingEvent, EtaUpdate
+from schemas import BookingEvent
 from schemas.contracts import (
     STAFF,
     audience_key,
@@ -50,30 +51,6 @@ def audiences(e: BookingEvent) -> list[str]:
     return out
 
 
-def booking_notification(e: BookingEvent) -> dict[str, object]:
-    return {
-        "type": e.type,
-        "event_id": str(e.event_id),
-        "at": e.occurred_at.isoformat(),
-        "booking_id": str(e.booking_id),
-        "status": e.status.value,
-        "customer_id": e.customer_id,
-        "driver_id": e.driver_id,
-        "offer_deadline": e.offer_deadline.isoformat() if e.offer_deadline else None,
-        "eta_s": e.eta_s,
-        "reason": e.reason,
-        "version": e.version,
-        "pickup": e.pickup.model_dump() if e.pickup else None,
-        "dropoff": e.dropoff.model_dump() if e.dropoff else None,
-    }
-
-
-def eta_notification(e: EtaUpdate) -> dict[str, object]:
-    return {"type": e.type, "event_id": str(e.event_id), "at": e.occurred_at.isoformat(),
-            "booking_id": str(e.booking_id), "driver_id": e.driver_id, "phase": e.phase, "eta_s": e.eta_s,
-            "distance_m": e.distance_m, "lat": e.lat, "lon": e.lon}  # fmt: skip
-
-
 class Notifier:
     """One agent's replay-stream script and RabbitMQ sink."""
 
@@ -87,9 +64,16 @@ class Notifier:
     async def open(cls) -> Notifier:
         return cls(resources.redis(), RabbitSink(await resources.rabbit()))
 
-    async def send(self, items: list[tuple[list[str], dict[str, object]]]) -> None:
-        """Each notification into its audiences' replay streams (one pipeline), then to RabbitMQ with the ids."""
-        encoded = [(scopes, body, orjson.dumps(body)) for scopes, body in items]  # once, not per audience
+    async def send(self, items: list[tuple[list[str], BaseModel]]) -> None:
+        """Each notification into its audiences' replay streams (one pipeline), then to RabbitMQ with the ids.
+
+        A notification is a model with ``type`` and ``event_id`` (``schemas.notifications``, or a
+        stream agent's own event); the replay stream id is added to what each socket receives.
+        """
+        encoded = []
+        for scopes, model in items:
+            body = model.model_dump(mode="json")
+            encoded.append((scopes, body, orjson.dumps(body)))  # once, not per audience
         pending = [(scope, body, raw) for scopes, body, raw in encoded for scope in scopes]
         if not pending:
             return

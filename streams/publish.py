@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from faust.types import StreamT
 
 from schemas import (
@@ -31,29 +30,14 @@ from schemas.contracts import (
     status_key,
     zone_key,
 )
+from schemas.notifications import BookingNotice, DriverLocation, DriverLocations
 from sinks.rabbitmq import Outgoing, RabbitSink
 from streams import pipeline, resources
 from streams.app import Runtime
 from streams.batching import batches
-from streams.fanout import Notifier, audiences, booking_notification
+from streams.fanout import Notifier, audiences
 from streams.metrics import RECORDS
 from streams.throttle import Throttle
-
-
-def location_body(batch: TelemetryBatch) -> dict[str, object]:
-    p = batch.pings[-1]
-    return {
-        "type": "driver.location",
-        "event_id": str(deterministic_event_id("location", p.driver_id, p.seq)),
-        "driver_id": p.driver_id,
-        "seq": p.seq,
-        "ts": p.ts.isoformat(),
-        "lat": p.lat,
-        "lon": p.lon,
-        "speed_mps": p.speed_mps,
-        "heading_deg": p.heading_deg,
-    }
-
 
 #: Locations per batched message (about 250 bytes each).
 LOCATIONS_PER_MESSAGE = 500
@@ -61,13 +45,13 @@ LOCATIONS_PER_MESSAGE = 500
 
 def location_messages(batches: list[TelemetryBatch]) -> list[Outgoing]:
     """The latest location of each driver of a worker batch, in as few messages as fit."""
-    bodies = [location_body(b) for b in batches]
+    locations = [DriverLocation.of(b.pings[-1]) for b in batches]
     out = []
-    for i in range(0, len(bodies), LOCATIONS_PER_MESSAGE):
-        chunk = bodies[i : i + LOCATIONS_PER_MESSAGE]
-        mid = str(deterministic_event_id("locations", *(str(b["event_id"]) for b in chunk)))
-        out.append(Outgoing(LOCATIONS_KEY, orjson.dumps({"type": "driver.locations", "locations": chunk}), mid,
-                            "driver.locations"))  # fmt: skip
+    for i in range(0, len(locations), LOCATIONS_PER_MESSAGE):
+        chunk = locations[i : i + LOCATIONS_PER_MESSAGE]
+        mid = str(deterministic_event_id("locations", *(str(loc.event_id) for loc in chunk)))
+        body = DriverLocations(locations=chunk).model_dump_json().encode()
+        out.append(Outgoing(LOCATIONS_KEY, body, mid, "driver.locations"))
     return out
 
 
@@ -125,5 +109,5 @@ def install(rt: Runtime) -> None:
         async for records in batches(stream, 500, 0.05):
             events = [r.value for r in records]
             RECORDS.labels("publish_bookings").inc(len(events))
-            await notifier.send([(audiences(e), booking_notification(e)) for e in events
+            await notifier.send([(audiences(e), BookingNotice.of(e)) for e in events
                                  if isinstance(e, BookingEvent)])  # fmt: skip

@@ -115,3 +115,22 @@ def test_no_topic_key_or_routing_literal_outside_the_contracts(package: str) -> 
             continue
         found += offences(path, names, keys, routes)
     assert not found, "declare these in schemas/contracts.py and import them:\n" + "\n".join(found)
+
+
+def test_the_driver_hash_is_written_with_the_fields_the_api_reads() -> None:
+    """The Lua script that writes ``driver:{id}`` and the model that reads it name the same fields."""
+    import re
+
+    from schemas.drivers import DriverState
+    from streams.driver_state import EXPIRE_OFFLINE, UPDATE_POSITION
+
+    hset = re.search(r"redis\.call\('HSET', KEYS\[1\],(.*?)\)\n", UPDATE_POSITION, re.S)
+    assert hset is not None
+    written = re.findall(r"'(\w+)', (?:ARGV\[\d+\]|status)", hset.group(1))
+    assert tuple(written) == DriverState.HASH_FIELDS
+    assert set(DriverState.HASH_FIELDS) == set(DriverState.model_fields) - {"driver_id"}
+    assert "'status', 'offline'" in EXPIRE_OFFLINE
+    state = DriverState.from_hash("d1", {"lat": "52.5", "lon": "13.4", "speed_mps": "", "ts": "t", "seq": "7",
+                                         "seen": "1.5", "status": "busy", "heading_deg": ""})  # fmt: skip
+    assert (state.lat, state.speed_mps, state.seq, state.status) == (52.5, None, 7, "busy")
+    assert DriverState.from_hash("d1", {"status": "bogus"}).status is None

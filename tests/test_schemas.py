@@ -387,3 +387,28 @@ async def test_isolate_waits_out_a_server_and_then_gives_up() -> None:
     with pytest.raises(ServerUnavailable):
         await isolate([1], down, bury, 0.3, "t")
     assert transient(RuntimeError("Connection was not opened")) and not transient(ValueError("bad lat"))
+
+
+def test_socket_messages_are_models_the_web_ui_is_typed_from() -> None:
+    from pydantic import TypeAdapter
+
+    from schemas import BookingEvent, EtaUpdate
+    from schemas.notifications import BookingNotice, EtaNotice, SocketMessage
+
+    booking = uuid.uuid4()
+    event = BookingEvent(type="booking.assigned", booking_id=booking, status="assigned", customer_id="c1",
+                         driver_id="d1", version=3, pickup={"lat": 52.5, "lon": 13.4})  # fmt: skip
+    body = BookingNotice.of(event).model_dump(mode="json")
+    assert body["type"] == "booking.assigned" and body["event_id"] == str(event.event_id)
+    assert body["status"] == "assigned" and body["version"] == 3 and body["pickup"] == {"lat": 52.5, "lon": 13.4}
+    eta = EtaUpdate(booking_id=booking, driver_id="d1", phase="to_pickup", eta_s=90.0, distance_m=800.0, lat=1, lon=2)
+    adapter: TypeAdapter[object] = TypeAdapter(SocketMessage)
+    # What a socket receives (with its replay id) reads back as the model its type names.
+    assert isinstance(adapter.validate_python({**body, "id": "1-0"}), BookingNotice)
+    assert isinstance(adapter.validate_json(EtaNotice.of(eta).model_dump_json()), EtaNotice)
+    with pytest.raises(ValidationError):
+        adapter.validate_python({**body, "surprise": 1})  # a field the UI does not know is a contract change
+    from api.main import create_app
+
+    components = create_app().openapi()["components"]["schemas"]
+    assert {"BookingNotice", "EtaNotice", "DriverLocation", "Heartbeat"} <= set(components)

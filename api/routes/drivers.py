@@ -12,31 +12,15 @@ from api.deps import PrincipalDep, ResourcesDep, can_read_driver
 from api.responses import errors
 from schemas.base import GEO_MAX_LAT, Ident, Longitude
 from schemas.contracts import GEO_KEY, SEEN_KEY, driver_key
+from schemas.drivers import DriverState, NearbyDriver
 from sinks.mongo import read_track
 
 router = APIRouter(prefix="/v1/drivers", tags=["drivers"], responses=errors(401, 403, 404, 429))
 
-_FLOATS = ("lat", "lon", "speed_mps", "heading_deg", "seen")
 #: What the geo index can search around: Redis's GEO range (Web Mercator), not all of WGS84.
 GeoLatitude = Annotated[float, Field(ge=-GEO_MAX_LAT, le=GEO_MAX_LAT, allow_inf_nan=False)]
 #: A cursor is a ping seq (at most 2**53, as in ``GpsPing``) or -1 for "from the start".
 Cursor = Annotated[int, Query(ge=-1, le=2**53, description="cursor: next_cursor of the previous page")]
-
-
-class DriverState(BaseModel):
-    driver_id: str
-    status: str | None = None
-    ts: str | None = None
-    lat: float | None = None
-    lon: float | None = None
-    speed_mps: float | None = None
-    heading_deg: float | None = None
-    seen: float | None = None
-    seq: int | None = None
-
-
-class NearbyDriver(DriverState):
-    distance_m: float
 
 
 class TrackPing(BaseModel):
@@ -59,12 +43,6 @@ class Track(BaseModel):
     next_after_seq: int | None
 
 
-def _state(driver_id: str, h: dict[str, str]) -> DriverState:
-    floats = {k: float(h[k]) if h.get(k) else None for k in _FLOATS}
-    seq = int(h["seq"]) if h.get("seq") else None
-    return DriverState(driver_id=driver_id, status=h.get("status"), ts=h.get("ts"), seq=seq, **floats)
-
-
 @router.get("", response_model=list[DriverState])
 async def fleet(
     res: ResourcesDep,
@@ -80,7 +58,7 @@ async def fleet(
     for d in ids:
         pipe.hgetall(driver_key(d))
     states = await pipe.execute()
-    return [_state(d, h) for d, h in zip(ids, states, strict=True) if h]
+    return [DriverState.from_hash(d, h) for d, h in zip(ids, states, strict=True) if h]
 
 
 @router.get("/nearby", response_model=list[NearbyDriver])
@@ -104,7 +82,7 @@ async def nearby(
         pipe.hgetall(driver_key(name))
     states = await pipe.execute()
     return [
-        NearbyDriver(**_state(name, h).model_dump(), distance_m=dist)
+        NearbyDriver(**DriverState.from_hash(name, h).model_dump(), distance_m=dist)
         for (name, dist), h in zip(found, states, strict=True)
     ]
 
@@ -115,7 +93,7 @@ async def get_driver(driver_id: Ident, res: ResourcesDep, principal: PrincipalDe
     h = cast(dict[str, str], await res.redis.hgetall(driver_key(driver_id)))
     if not h:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live state for driver {driver_id!r}")
-    return _state(driver_id, h)
+    return DriverState.from_hash(driver_id, h)
 
 
 @router.get("/{driver_id}/track", response_model=Track)

@@ -30,6 +30,9 @@ from schemas.contracts import (
     driver_audience,
     replay_key,
 )
+from schemas.notifications import Heartbeat
+
+HEARTBEAT = Heartbeat().model_dump_json()
 
 router = APIRouter(tags=["notifications"])
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -111,7 +114,7 @@ async def notifications(ws: WebSocket) -> None:
             message = await _next(sub.queue, gone, s.notify_heartbeat_s)
             if message is None:
                 if not gone.is_set():
-                    await send('{"type":"heartbeat"}')
+                    await send(HEARTBEAT)
                 continue
             if message.id is not None:  # replayable: deliver each id once, in order
                 if message.id <= last:

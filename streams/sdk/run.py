@@ -41,7 +41,7 @@ def install(agent: Agent[Any, Any], rt: Runtime) -> None:
         for counter, n in counts.items():
             SDK_EVENTS.labels(name, counter).inc(n)
         if notifier is not None and agent.audiences is not None and pairs:
-            await notifier.send([(agent.audiences(e), e.model_dump(mode="json")) for _, e in pairs])
+            await notifier.send([(agent.audiences(e), e) for _, e in pairs])
 
     notifiers: list[Notifier] = []
 

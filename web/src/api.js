@@ -13,6 +13,8 @@ import { useEffect, useRef, useState } from "react";
 /** @typedef {Schemas["User"]} User */
 /** @typedef {Schemas["PostedPing"]} Ping */
 /** @typedef {{ token: string, refresh: string, me: User }} Session */
+/** What the notification socket sends (schemas/notifications.py; stream agents' own events are ignored). */
+/** @typedef {Schemas["BookingNotice"] | Schemas["EtaNotice"] | Schemas["DriverLocation"]} SocketMessage */
 
 const KEY = "fleetstream.session";
 
@@ -76,9 +78,14 @@ export async function login(email, password) {
 
 // Live notifications: one socket, reconnecting with the id of the last message seen so that
 // nothing is missed and nothing arrives twice (the server replays what came after it).
+/** @param {SocketMessage} msg @returns {msg is Schemas["BookingNotice"]} */
+export function isBookingNotice(msg) {
+  return msg.type.startsWith("booking.");
+}
+
 /**
  * @param {string | null | undefined} token
- * @param {(msg: any) => void} onMessage  socket messages (schemas/events.py; not in the OpenAPI document)
+ * @param {(msg: SocketMessage) => void} onMessage
  */
 export function useNotifications(token, onMessage) {
   const handler = useRef(onMessage);

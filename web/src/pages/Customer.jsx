@@ -1,7 +1,7 @@
 // Book by clicking pickup then dropoff; then watch the driver approach, the ETA fall and the status move.
 import { useEffect, useRef, useState } from "react";
 import L from "leaflet";
-import { ApiError, bearer, client, fmtDuration, ok, reason, useNotifications } from "../api.js";
+import { ApiError, bearer, client, fmtDuration, isBookingNotice, ok, reason, useNotifications } from "../api.js";
 import { pin, useLeaflet } from "../Map.jsx";
 
 const STEPS = ["requested", "offered", "assigned", "driver_arrived", "picked_up", "delivered"];
@@ -75,7 +75,7 @@ export default function Customer({ session, bookingId, center, shareToken }) {
   }, [points, map]);
 
   const connected = useNotifications(token, (msg) => {
-    if (!booking || msg.booking_id !== booking.booking_id) return;
+    if (!booking || !("booking_id" in msg) || msg.booking_id !== booking.booking_id) return;
     if (msg.type === "eta.update") {
       setEta({ s: msg.eta_s, phase: msg.phase, distance: msg.distance_m });
       if (msg.lat != null && layers.current) {
@@ -86,7 +86,7 @@ export default function Customer({ session, bookingId, center, shareToken }) {
         }
         driverMarker.current.setLatLng([msg.lat, msg.lon]);
       }
-    } else if (msg.type?.startsWith("booking.") && msg.version > (booking.version ?? -1)) {
+    } else if (isBookingNotice(msg) && msg.version > (booking.version ?? -1)) {
       setBooking((b) => (b ? { ...b, ...msg } : b));
       setTimeline((t) => [...t, { status: msg.status, at: msg.at, reason: msg.reason }]);
     }

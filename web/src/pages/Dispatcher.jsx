@@ -2,7 +2,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import L from "leaflet";
 import { cellToBoundary, latLngToCell } from "h3-js";
-import { bearer, client, fmtDuration, ok, reason, useNotifications } from "../api.js";
+import { bearer, client, fmtDuration, isBookingNotice, ok, reason, useNotifications } from "../api.js";
 import { STATUS_COLOUR, pin, useLeaflet, zoneLayer } from "../Map.jsx";
 
 const ACTIVE = new Set(["assigned", "driver_arrived", "picked_up"]);
@@ -10,6 +10,8 @@ const OPEN = new Set(["requested", "offered", ...ACTIVE]);
 const HEAT_RES = 7;
 
 /** @typedef {import("../api.js").Booking} Booking */
+/** A booking as the map knows it: read from the API, or first heard of from the socket. */
+/** @typedef {Partial<Booking> & Pick<Booking, "booking_id" | "status" | "version">} Shown */
 /** @typedef {{ lat?: number | null, lon?: number | null, status: string, speed_mps?: number | null, ts?: string, marker?: L.CircleMarker }} Dot */
 /** @typedef {{ drivers: L.LayerGroup, zones: L.LayerGroup, heat: L.LayerGroup, focus: L.LayerGroup }} Layers */
 /**
@@ -21,7 +23,7 @@ const HEAT_RES = 7;
 export default function Dispatcher({ session, center }) {
   const token = session.token;
   const drivers = useRef(/** @type {Map<string, Dot>} */ (new Map()));
-  const [bookings, setBookings] = useState(() => /** @type {Map<string, Booking>} */ (new Map()));
+  const [bookings, setBookings] = useState(() => /** @type {Map<string, Shown>} */ (new Map()));
   const [selected, setSelected] = useState(/** @type {{ kind: "driver" | "booking", id: string } | null} */ (null));
   const [counts, setCounts] = useState({ online: 0, busy: 0, offline: 0 });
   const [error, setError] = useState(/** @type {string | null} */ (null));
@@ -89,12 +91,12 @@ export default function Dispatcher({ session, center }) {
   const connected = useNotifications(token, (msg) => {
     if (msg.type === "driver.location") {
       place(msg.driver_id, { lat: msg.lat, lon: msg.lon, speed_mps: msg.speed_mps, ts: msg.ts });
-    } else if (msg.type?.startsWith("booking.")) {
+    } else if (isBookingNotice(msg)) {
       setBookings((prev) => {
         const old = prev.get(msg.booking_id);
         if (old && old.version >= msg.version) return prev;
         const next = new Map(prev);
-        next.set(msg.booking_id, { ...old, ...msg, pickup: msg.pickup ?? old?.pickup, dropoff: msg.dropoff ?? old?.dropoff });
+        next.set(msg.booking_id, { ...old, ...msg, pickup: msg.pickup ?? old?.pickup ?? null, dropoff: msg.dropoff ?? old?.dropoff ?? null });
         return next;
       });
       if (msg.driver_id) place(msg.driver_id, { status: ACTIVE.has(msg.status) ? "busy" : "online" });

@@ -2,7 +2,7 @@
 // device), get offers, accept or decline, drive there, mark arrived / picked up / delivered.
 import { useEffect, useRef, useState } from "react";
 import L from "leaflet";
-import { bearer, client, fmtDuration, ok, reason, useNotifications } from "../api.js";
+import { bearer, client, fmtDuration, isBookingNotice, ok, reason, useNotifications } from "../api.js";
 import { pin, useLeaflet } from "../Map.jsx";
 
 const SPEED_MPS = 12;
@@ -92,8 +92,9 @@ export default function Driver({ session, center }) {
   }, [job, offer, map]);
 
   const connected = useNotifications(token, (msg) => {
+    if (!isBookingNotice(msg)) return;
     if (msg.type === "booking.offered") setOffer(msg);
-    else if (job && msg.booking_id === job.booking_id && msg.type?.startsWith("booking.")) setJob((j) => (j ? { ...j, ...msg } : j));
+    else if (job && msg.booking_id === job.booking_id) setJob((j) => (j ? { ...j, ...msg } : j));
   });
 
   /** @param {"accept" | "decline" | "arrived" | "picked-up" | "delivered"} action */
