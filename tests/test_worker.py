@@ -359,7 +359,8 @@ async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_pin
 
         ok = await wait_async(stored, lambda got: all(sorted(got[d]) == want[d] for d in drivers), 240)
         got = await stored()
-        assert ok, {d: (len(got[d]), len(want[d])) for d in drivers}
+        missing = {d: sorted(set(want[d]) - set(got[d])) for d in drivers if sorted(got[d]) != want[d]}
+        assert ok, ({d: (len(got[d]), len(want[d])) for d in drivers}, missing, p.worker.output()[-3000:])
         assert all(len(got[d]) == len(set(got[d])) for d in drivers), "a ping was stored twice"
         lag_ok = await wait_async(lambda: committed_lag(stack, group, "telemetry.raw"), lambda lag: lag == 0, 60)
         assert lag_ok, (await committed_lag(stack, group, "telemetry.raw", detail=True), p.worker.output()[-3000:])
