@@ -289,6 +289,47 @@ async def committed_lag(stack: Settings, group: str, topic: str, detail: bool = 
         await consumer.stop()
 
 
+async def whereabouts(stack: Settings, missing: dict[str, list[int]]) -> dict[str, list[tuple[str, int, int]]]:
+    """For a failure message: the records of raw, clean and dead-letter topics that hold each missing ping."""
+    import orjson
+    from aiokafka import TopicPartition
+
+    from core.kafka import make_consumer
+    from streams.topics import TOPICS, partitions_for
+
+    out: dict[str, list[tuple[str, int, int]]] = {}
+    for name in ("telemetry.raw", "telemetry.clean", "telemetry.dlq"):
+        spec = next(t for t in TOPICS if t.name == name)
+        tps = [TopicPartition(stack.topic(name), p) for p in range(partitions_for(spec, stack))]
+        consumer = make_consumer(stack)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            left = {tp for tp in tps if ends[tp] > 0}
+            while left:
+                got = await consumer.getmany(timeout_ms=2000, max_records=10_000)
+                if not got:
+                    break
+                for tp, msgs in got.items():
+                    for m in msgs:
+                        driver = m.key.decode() if m.key else ""
+                        if missing.get(driver):
+                            try:
+                                v = orjson.loads(m.value)
+                                seqs = {q["seq"] for q in v.get("pings", [])} or {orjson.loads(v["payload"])["seq"]}
+                            except Exception:
+                                continue
+                            for seq in seqs & set(missing[driver]):
+                                out.setdefault(f"{driver}/{seq}", []).append((name, tp.partition, m.offset))
+                        if m.offset >= ends[tp] - 1:
+                            left.discard(tp)
+        finally:
+            await consumer.stop()
+    return out
+
+
 @pytest.mark.timeout(600)
 async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_ping(  # type: ignore[no-untyped-def]
     stack: Settings, tmp_path, producer, uid: str
@@ -360,7 +401,9 @@ async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_pin
         ok = await wait_async(stored, lambda got: all(sorted(got[d]) == want[d] for d in drivers), 240)
         got = await stored()
         missing = {d: sorted(set(want[d]) - set(got[d])) for d in drivers if sorted(got[d]) != want[d]}
-        assert ok, ({d: (len(got[d]), len(want[d])) for d in drivers}, missing, p.worker.output()[-3000:])
+        if not ok:
+            where = await whereabouts(stack, {d: m[:20] for d, m in missing.items()})
+            raise AssertionError(({d: (len(got[d]), len(want[d])) for d in drivers}, where, p.worker.output()[-3000:]))
         assert all(len(got[d]) == len(set(got[d])) for d in drivers), "a ping was stored twice"
         lag_ok = await wait_async(lambda: committed_lag(stack, group, "telemetry.raw"), lambda lag: lag == 0, 60)
         assert lag_ok, (await committed_lag(stack, group, "telemetry.raw", detail=True), p.worker.output()[-3000:])
