@@ -26,6 +26,7 @@ from core.config import Settings
 from fleetstream.simulator import Simulation, summary
 from fleetstream.stack import Stack
 from streams.topics import ensure_topics
+from streams.worker import installed
 
 
 class Children:
@@ -174,6 +175,13 @@ def run_demo(settings: Settings, duration: float | None, drivers: int, console: 
         children.start("worker", "worker", "--agents", "clean,driver_state,geofence,publish,bookings,matching,eta")
         children.start("store", "worker", "--agents", "store", "--app-id", f"{settings.app_id}-store",
                        "--web-port", str(settings.worker_web_port + 1))  # fmt: skip
+        # Stream agents of installed packages: a consumer group of their own, so a slow one delays no other.
+        if extra := sorted(installed()):
+            agents = ",".join(extra)
+            port = str(settings.worker_web_port + 2)
+            children.start("agents", "worker", "--agents", agents, "--app-id", f"{settings.app_id}-agents",
+                           "--web-port", port)  # fmt: skip
+            console.print(f"[dim]agents[/dim] installed: {', '.join(extra)}")
         for i in range(settings.api_replicas):
             children.start(f"api-{i}", "api", "--port", str(settings.api_port + i))
         url = f"http://{settings.host}:{settings.nginx_port}"
