@@ -92,19 +92,17 @@ def worker(
     Give a subset of agents its own app id to run it as a separate consumer group, e.g.
     ``--agents store --app-id fleetstream-store``: a slow MongoDB then paces only that group.
     """
-    import os
-
     import faust
     import mode.loop
 
     # uvloop, as the API runs: the worker's time goes largely to socket I/O (Kafka, Redis, RabbitMQ).
     mode.loop.use("uvloop")
-    # Through the environment, so that every get_settings() of this process (clients too) agrees.
+    overrides: dict[str, object] = {}
     if app_id:
-        os.environ["FLEETSTREAM_APP_ID"] = app_id
+        overrides["app_id"] = app_id
     if web_port is not None:
-        os.environ["FLEETSTREAM_WORKER_WEB_PORT"] = str(web_port)
-    get_settings.cache_clear()
+        overrides["worker_web_port"] = web_port
+    settings = get_settings().model_copy(update=overrides)  # handed down: nothing else reads the environment
 
     from core.runtime import tune_gc
     from streams.topics import ensure_changelogs, ensure_topics
@@ -112,16 +110,16 @@ def worker(
 
     names = agents.split(",") if agents else None
     try:
-        rt = build(get_settings(), names)
+        rt = build(settings, names)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--agents") from exc
     faust_app = rt.app
     console.print(f"worker {faust_app.conf.id}: agents {agents or 'all'}")
     changelogs = {t.changelog_topic.get_topic_name(): t.partitions for t in faust_app.tables.values()}
     with ThreadPoolExecutor(1) as pool:  # not on this thread: Faust's worker makes its loop here next
-        pool.submit(asyncio.run, ensure_changelogs(changelogs, get_settings())).result()
+        pool.submit(asyncio.run, ensure_changelogs(changelogs, settings)).result()
         if rt.extra_topics:  # installed agents' own topics
-            pool.submit(asyncio.run, ensure_topics(get_settings(), rt.extra_topics)).result()
+            pool.submit(asyncio.run, ensure_topics(settings, rt.extra_topics)).result()
     sys.argv = sys.argv[:1]
     tune_gc()
     w = faust.Worker(faust_app, loglevel=loglevel)

@@ -32,6 +32,7 @@ from streams import (
     offsets,
     pipeline,
     publish,
+    resources,
     sdk,
     store,
 )
@@ -88,6 +89,7 @@ def build(settings: Settings, names: list[str] | None = None) -> Runtime:
     unknown = [n for n in chosen if n not in AGENTS and n not in extra]
     if unknown:
         raise ValueError(f"unknown agents {unknown}; known: {sorted([*AGENTS, *extra])}")
+    resources.configure(settings)  # the clients connect as this worker's settings say
     rt = Runtime(create_app(settings), settings)
     metrics.install(rt)
     offsets.install()  # never commit past an unacknowledged record
