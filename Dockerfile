@@ -4,7 +4,7 @@ FROM node:20-slim AS web
 WORKDIR /web
 COPY web/package.json web/package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY web/index.html web/vite.config.js ./
+COPY web/index.html web/vite.config.js web/tsconfig.json web/openapi.json ./
 COPY web/src ./src
 RUN npm run build
 
@@ -12,6 +12,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 FLEETSTREAM_BIND_HOST=0.0.0.0 FLEETSTREAM_WEB_DIST=/app/web/dist
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY fleetstream ./fleetstream
 COPY schemas ./schemas
 COPY streams ./streams

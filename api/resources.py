@@ -78,24 +78,31 @@ class Resources:
     hub: NotificationHub
     accounts: Accounts
     reads: ReadLimiter
+    #: The servers this process's services need (``api.services``): only those are connected and checked.
+    pools: frozenset[str] = frozenset({"kafka", "redis", "mongo", "rabbitmq"})
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Resources]:
+    async def open(cls, settings: Settings, pools: frozenset[str] | None = None) -> AsyncIterator[Resources]:
+        """Clients of every server; connections only to ``pools`` (Redis and MongoDB clients connect lazily)."""
+        pools = pools if pools is not None else cls.pools
         kafka = KafkaGate(settings)
-        kafka.start()
+        if "kafka" in pools:
+            kafka.start()
         redis = redis_client(settings.redis_dsn, max_connections=512)
         mongo: AsyncIOMotorClient = AsyncIOMotorClient(
             settings.mongo_dsn, tz_aware=True, serverSelectionTimeoutMS=5000,
             socketTimeoutMS=int(settings.mongo_socket_timeout_s * 1000),
         )  # fmt: skip
         db = mongo[settings.mongo_db]
-        try:
-            await ensure_indexes(db)
-        except Exception as exc:  # the API still serves what does not need MongoDB
-            log.warning("could not ensure MongoDB indexes at start-up: %s", exc)
+        if "mongo" in pools:
+            try:
+                await ensure_indexes(db)
+            except Exception as exc:  # the API still serves what does not need MongoDB
+                log.warning("could not ensure MongoDB indexes at start-up: %s", exc)
         hub = NotificationHub(settings)
-        hub.start()
+        if "rabbitmq" in pools:
+            hub.start()
         auth = Authenticator(settings, db, redis)
         revocations = asyncio.create_task(auth.listen_for_revocations())
         try:
@@ -109,6 +116,7 @@ class Resources:
                 hub,
                 Accounts(db, redis, settings),
                 ReadLimiter(redis, settings.read_limit, settings.read_window_s),
+                pools,
             )
         finally:
             revocations.cancel()

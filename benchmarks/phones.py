@@ -108,7 +108,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     nginx_dir = tmp / "nginx"
     nginx_dir.mkdir(exist_ok=True)
     conf = nginx_dir / "nginx.conf"
-    front = S.model_copy(update={"api_port": api_ports[0], "api_replicas": args.apis, "nginx_port": args.nginx_port})
+    # The per-client limit as high as it goes: issuing the fleet's tokens is one admin client.
+    front = S.model_copy(update={"api_port": api_ports[0], "api_replicas": args.apis, "nginx_port": args.nginx_port,
+                                 "nginx_client_rate": 1_000_000})  # fmt: skip
     conf.write_text(render_conf(front, nginx_dir, nginx_dir))
     nginx = spawn(["nginx", "-p", str(nginx_dir), "-c", str(conf), "-g", "daemon off;"], {}, tmp / "nginx.log")
     url = f"http://127.0.0.1:{args.nginx_port}"

@@ -41,11 +41,20 @@ class Settings(BaseSettings):
     epmd_port: int = 4369
     mongo_port: int = 27017
     nginx_port: int = 8080
+    #: Requests/s nginx lets one client make (a bearer token, an OsmAnd URL token, else an address), and its burst.
+    nginx_client_rate: int = 100
+    nginx_client_burst: int = 1000
     api_port: int = 8000
     api_replicas: int = 1
+    #: What one API process serves: ``all``, or some of auth, bookings, telemetry, notifications.
+    api_services: str = "all"
     worker_web_port: int = 6066
 
     kafka_bootstrap: str | None = None
+    #: Replicas of every project topic and changelog (3 on a cluster), and how many must have a record
+    #: before an ``acks=all`` send is acknowledged (2: one broker may be down, nothing acknowledged is lost).
+    topic_replication: int = 1
+    topic_min_insync: int = 1
     redis_url: str | None = None
     #: The Redis database of this deployment (when ``redis_url`` is not given). Redis keys are
     #: not prefixed: two deployments on one Redis (like two topic namespaces on one broker)

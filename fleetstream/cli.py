@@ -20,6 +20,8 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local service stack (no 
 schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas for device and app developers.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
+deploy_app = typer.Typer(no_args_is_help=True, help="Deployment files (docker compose, Kubernetes).")
+app.add_typer(deploy_app, name="deploy")
 app.add_typer(agent_app, name="agent")
 console = Console()
 
@@ -133,10 +135,27 @@ def worker(
 def api(
     port: Annotated[int | None, typer.Option(help="Listen port (default FLEETSTREAM_API_PORT).")] = None,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    service: Annotated[
+        str | None,
+        typer.Option(help="all, or some of auth, bookings, telemetry, notifications (comma-separated)."),
+    ] = None,
 ) -> None:
-    """Serve the HTTP and WebSocket API with uvicorn."""
+    """Serve the HTTP and WebSocket API with uvicorn: every service, or only some (api/services.py)."""
+    import os
+
     import uvicorn
 
+    from api.services import chosen
+
+    if service is not None:
+        try:
+            chosen(service)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--service") from exc
+        # uvicorn builds the app from its factory, in each of its worker processes: the environment
+        # is what reaches them all (as it does a Kubernetes pod's FLEETSTREAM_API_SERVICES).
+        os.environ["FLEETSTREAM_API_SERVICES"] = service
+        get_settings.cache_clear()
     s = get_settings()
     uvicorn.run(
         "api.main:create_app",
@@ -157,6 +176,15 @@ def api(
         # waits for every open request by default): 10 s, well inside Kubernetes' 30 s grace.
         timeout_graceful_shutdown=10,
     )
+
+
+@deploy_app.command("render")
+def deploy_render() -> None:
+    """Write the generated files of deploy/ (the nginx configurations, from api/services.py)."""
+    from fleetstream.deploy import write
+
+    for path in write():
+        console.print(f"wrote {path}")
 
 
 @schemas_app.command("export")

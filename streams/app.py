@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(datadir / "{conf.name}"),
         autodiscover=False,
         topic_partitions=settings.telemetry_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication,
         value_serializer=codec.CODEC_NAME,
         key_serializer="raw",
         consumer_auto_offset_reset=settings.consumer_offset_reset,

@@ -22,6 +22,11 @@ def partitions_for(spec: Topic[Any], settings: Settings) -> int:
     return settings.telemetry_partitions if spec.key == "driver_id" else settings.default_partitions
 
 
+def durability(settings: Settings) -> dict[str, str]:
+    """With ``acks=all``, a send is acknowledged once ``min.insync.replicas`` brokers have it."""
+    return {"min.insync.replicas": str(settings.topic_min_insync)} if settings.topic_replication > 1 else {}
+
+
 async def ensure_topics(settings: Settings, topics: Sequence[Topic[Any]] = TOPICS) -> list[str]:
     """Create missing topics, grow under-partitioned ones; never shrink or drop anything."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=15000)
@@ -32,8 +37,9 @@ async def ensure_topics(settings: Settings, topics: Sequence[Topic[Any]] = TOPIC
         name = settings.topic
         missing = [t for t in topics if name(t.name) not in existing]
         if missing:
-            cfg = {t.name: t.kafka_config() for t in missing}
-            new = [NewTopic(name(t.name), partitions_for(t, settings), 1, topic_configs=cfg[t.name]) for t in missing]
+            cfg = {t.name: {**t.kafka_config(), **durability(settings)} for t in missing}
+            rf = settings.topic_replication
+            new = [NewTopic(name(t.name), partitions_for(t, settings), rf, topic_configs=cfg[t.name]) for t in missing]
             await admin.create_topics(new)
             report += [f"created {name(t.name)} ({partitions_for(t, settings)} partitions)" for t in missing]
         present = [t for t in topics if name(t.name) in existing]
@@ -68,7 +74,9 @@ async def ensure_changelogs(names: dict[str, int], settings: Settings, timeout_s
         missing = {n: p for n, p in names.items() if n not in existing}
         for name, partitions in missing.items():
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker of the group made it first
-                await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+                cfg = {"cleanup.policy": "compact", **durability(settings)}
+                new = NewTopic(name, partitions, settings.topic_replication, topic_configs=cfg)
+                await admin.create_topics([new])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while missing and loop.time() < deadline:

@@ -1,6 +1,6 @@
 """A Python client generated from the OpenAPI document (openapi-python-client) works against the real API.
 
-The generator runs in its own virtualenv (`.venv-codegen`, made by `make test`): it pins an
+The generator runs in a virtualenv of its own (`.venv-tools`, made by `make test`): it pins an
 older typer than the project's CLI uses. The generated package is imported from a temporary
 directory; it posts a device's ping, reads the driver's state back and books a delivery, all
 through its typed methods and models, on a real worker and API.
@@ -24,12 +24,12 @@ import pytest
 from tests.conftest import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATOR = Path(os.environ.get("FLEETSTREAM_CODEGEN", ROOT / ".venv-codegen" / "bin" / "openapi-python-client"))
+GENERATOR = Path(os.environ.get("FLEETSTREAM_CODEGEN", ROOT / ".venv-tools" / "bin" / "openapi-python-client"))
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    assert GENERATOR.exists(), f"{GENERATOR} is missing: `make test` installs it (make codegen)"
+    assert GENERATOR.exists(), f"{GENERATOR} is missing: `make test` installs it (make tools)"
     out = tmp_path_factory.mktemp("client")
     doc, target = str(ROOT / "web" / "openapi.json"), str(out / "fleetstream_client")
     run = subprocess.run(

@@ -45,7 +45,7 @@ def test_isolated_stack_up_twice_then_down(tmp_path: Path, spawn) -> None:  # ty
     assert wait_for(lambda: _get(f"http://127.0.0.1:{api_port}/healthz") == 200, 30), api.output()
     r = httpx.get(f"http://127.0.0.1:{s.nginx_port}/readyz", timeout=10)
     assert r.status_code == 200, r.text
-    assert r.json()["checks"] == {"kafka": True, "redis": True, "mongodb": True}
+    assert r.json()["checks"] == {"kafka": True, "redis": True, "mongodb": True, "rabbitmq": True}
 
     pids = [x.pid for x in first.values()]
     children = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]

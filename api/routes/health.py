@@ -1,4 +1,4 @@
-"""Liveness and readiness: readiness checks each backing service for real."""
+"""Liveness and readiness: readiness checks, for real, each server this process's services need."""
 
 from __future__ import annotations
 
@@ -31,8 +31,12 @@ async def readyz(request: Request) -> ORJSONResponse:
     async def mongo() -> bool:
         return (await res.db.command("ping")).get("ok") == 1.0
 
-    names = ("kafka", "redis", "mongodb")
-    results = await asyncio.gather(*(asyncio.wait_for(f(), 3) for f in (kafka, redis, mongo)), return_exceptions=True)
-    checks = {n: (r is True) for n, r in zip(names, results, strict=True)}
+    async def rabbitmq() -> bool:
+        return bool(res.hub.connected)
+
+    checks_of = {"kafka": kafka, "redis": redis, "mongo": mongo, "rabbitmq": rabbitmq}
+    names = [n for n in checks_of if n in res.pools]  # what this process's services need, nothing else
+    results = await asyncio.gather(*(asyncio.wait_for(checks_of[n](), 3) for n in names), return_exceptions=True)
+    checks = {("mongodb" if n == "mongo" else n): (r is True) for n, r in zip(names, results, strict=True)}
     ok = all(checks.values())
     return ORJSONResponse({"status": "ready" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
