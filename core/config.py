@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
 
     kafka_bootstrap: str | None = None
+    #: ``cluster``: ``kafka_cluster_size`` KRaft nodes (broker and controller each) from
+    #: ``kafka_cluster_port`` up (node i: broker port + 2i, its controller the port after), and
+    #: topics at replication factor 3 with ``min.insync.replicas`` 2 (``fleetstream stack up --profile cluster``).
+    kafka_profile: Literal["single", "cluster"] = "single"
+    kafka_cluster_port: int = 19092
+    kafka_cluster_size: int = 3
     #: Replicas of every project topic and changelog (3 on a cluster), and how many must have a record
     #: before an ``acks=all`` send is acknowledged (2: one broker may be down, nothing acknowledged is lost).
     topic_replication: int = 1
@@ -204,7 +211,27 @@ class Settings(BaseSettings):
 
     @property
     def kafka_servers(self) -> str:
-        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        if self.kafka_profile == "cluster":
+            return ",".join(f"{self.host}:{broker}" for _, broker, _ in self.kafka_nodes)
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def kafka_nodes(self) -> list[tuple[int, int, int]]:
+        """(node id, broker port, controller port) of each local Kafka node."""
+        if self.kafka_profile == "single":
+            return [(1, self.kafka_port, self.kafka_controller_port)]
+        base = self.kafka_cluster_port
+        return [(i + 1, base + 2 * i, base + 2 * i + 1) for i in range(self.kafka_cluster_size)]
+
+    @model_validator(mode="after")
+    def _cluster_durability(self) -> Settings:
+        """A cluster's topics survive a broker: 3 replicas, 2 in sync, unless set otherwise."""
+        if self.kafka_profile == "cluster" and self.topic_replication == 1:
+            self.topic_replication = min(3, self.kafka_cluster_size)
+            self.topic_min_insync = max(1, self.topic_replication - 1)
+        return self
 
     @property
     def redis_dsn(self) -> str:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import get_settings
+from core.config import Settings, get_settings
 from fleetstream.agent_cli import agent_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -26,16 +26,32 @@ app.add_typer(agent_app, name="agent")
 console = Console()
 
 OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="Limit to these services.")]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="single (one Kafka node) or cluster: 3 KRaft brokers, topics at replication 3, "
+        "min.insync.replicas 2 (the same as FLEETSTREAM_KAFKA_PROFILE=cluster).",
+    ),
+]
+
+
+def _stack_settings(profile: str | None) -> Settings:
+    if profile is None:
+        return get_settings()
+    if profile not in ("single", "cluster"):
+        raise typer.BadParameter("single or cluster", param_hint="--profile")
+    return Settings(kafka_profile=profile)  # the environment's other settings, and the profile's defaults
 
 
 @stack_app.command("up")
-def stack_up(only: OnlyOpt = None) -> None:
+def stack_up(only: OnlyOpt = None, profile: ProfileOpt = None) -> None:
     """Install what is missing, start every service on 127.0.0.1 and wait until each is healthy."""
     from fleetstream.stack import Stack
     from fleetstream.stack.services import StackError
 
     try:
-        for line in Stack(get_settings(), only).up():
+        for line in Stack(_stack_settings(profile), only).up():
             console.print(line)
     except StackError as exc:
         console.print(f"[red]stack up failed:[/red] {exc}")
@@ -43,20 +59,20 @@ def stack_up(only: OnlyOpt = None) -> None:
 
 
 @stack_app.command("down")
-def stack_down(only: OnlyOpt = None) -> None:
+def stack_down(only: OnlyOpt = None, profile: ProfileOpt = None) -> None:
     """Stop the processes `stack up` started (and nothing else)."""
     from fleetstream.stack import Stack
 
-    for line in Stack(get_settings(), only).down():
+    for line in Stack(_stack_settings(profile), only).down():
         console.print(line)
 
 
 @stack_app.command("status")
-def stack_status(only: OnlyOpt = None) -> None:
+def stack_status(only: OnlyOpt = None, profile: ProfileOpt = None) -> None:
     """Each service with its port, pid and health; exit 1 if any is unhealthy."""
     from fleetstream.stack import Stack
 
-    statuses = Stack(get_settings(), only).status()
+    statuses = Stack(_stack_settings(profile), only).status()
     table = Table("service", "port", "pid", "state", "health", "log")
     for st in statuses:
         health = "[green]healthy[/green]" if st.healthy else "[red]down[/red]"

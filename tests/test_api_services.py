@@ -33,8 +33,11 @@ class Split:
     def __init__(self, stack: Settings, tmp: Path) -> None:
         self.ports = {name: free_port() for name in SERVICES}
         self.procs: dict[str, Proc] = {}
-        env = {"FLEETSTREAM_NOTIFY_HEARTBEAT_S": "0.5", "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "0",
-               "FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "1000"}  # other tests fail logins from here too
+        env = {
+            "FLEETSTREAM_NOTIFY_HEARTBEAT_S": "0.5",
+            "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "0",
+            "FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "1000",
+        }  # other tests fail logins from here too
         for name, port in self.ports.items():
             args = [sys.executable, "-m", "fleetstream.cli", "api", "--service", name, "--port", str(port)]
             self.procs[name] = Proc(args, env, tmp / f"api-{name}.log")

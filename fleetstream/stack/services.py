@@ -309,8 +309,24 @@ class FerretDB(Service):
             return False
 
 
+@dataclass
 class Kafka(Service):
-    """Apache Kafka 4.x in KRaft combined mode (broker + controller), jars from Maven Central."""
+    """Apache Kafka 4.x in KRaft combined mode (broker + controller), jars from Maven Central.
+
+    One node (``kafka``), or with ``kafka_profile=cluster`` one of a quorum (``kafka-1`` …):
+    each node both a broker and a controller, the controllers a static voter set.
+    """
+
+    node: int = 1
+
+    @property
+    def _ports(self) -> tuple[int, int]:
+        _, broker, controller = next(n for n in self.settings.kafka_nodes if n[0] == self.node)
+        return broker, controller
+
+    @property
+    def _cluster(self) -> bool:
+        return self.settings.kafka_profile == "cluster"
 
     @property
     def libs(self) -> Path:
@@ -357,27 +373,37 @@ class Kafka(Service):
         logs = self.data_dir / "kraft-logs"
         conf = self.data_dir / "server.properties"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        broker, controller = self._ports
+        if self._cluster:
+            voters = ",".join(f"{n}@{s.host}:{c}" for n, _, c in s.kafka_nodes)
+            quorum = [f"controller.quorum.voters={voters}"]
+            rf, isr = s.topic_replication, s.topic_min_insync
+        else:
+            quorum = [f"controller.quorum.bootstrap.servers={s.host}:{controller}"]
+            rf, isr = 1, 1
         conf.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers={s.host}:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://{s.host}:{self.port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{s.host}:{self.port},"
-                    f"CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                    f"node.id={self.node}",
+                    *quorum,
+                    f"listeners=PLAINTEXT://{s.host}:{broker},CONTROLLER://{s.host}:{controller}",
+                    f"advertised.listeners=PLAINTEXT://{s.host}:{broker},CONTROLLER://{s.host}:{controller}",
                     "inter.broker.listener.name=PLAINTEXT",
                     "controller.listener.names=CONTROLLER",
                     "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={logs}",
                     f"num.partitions={s.default_partitions}",
                     "auto.create.topics.enable=false",
-                    "offsets.topic.replication.factor=1",
+                    f"default.replication.factor={rf}",
+                    f"min.insync.replicas={isr}",
+                    "unclean.leader.election.enable=false",  # a lagging replica never becomes leader: no acked loss
+                    f"offsets.topic.replication.factor={rf}",
                     "offsets.topic.num.partitions=8",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"transaction.state.log.replication.factor={rf}",
+                    f"transaction.state.log.min.isr={isr}",
+                    f"share.coordinator.state.topic.replication.factor={rf}",
+                    f"share.coordinator.state.topic.min.isr={isr}",
                     "group.initial.rebalance.delay.ms=0",
                     "log.retention.hours=168",
                     "",
@@ -385,9 +411,15 @@ class Kafka(Service):
             )
         )
         if not (logs / "meta.properties").exists():
-            cluster_id = str(uuid.uuid4().hex[:22])
+            if self._cluster:  # every node of the quorum formatted with the same cluster id
+                id_file = self.home / "data" / "kafka-cluster.id"
+                if not id_file.exists():
+                    id_file.write_text(uuid.uuid4().hex[:22])
+                fmt = ["-t", id_file.read_text().strip(), "-c", str(conf)]
+            else:
+                fmt = ["--standalone", "-t", str(uuid.uuid4().hex[:22]), "-c", str(conf)]
             run(
-                [*self._java(), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(conf)],
+                [*self._java(), "kafka.tools.StorageTool", "format", *fmt],
                 "kafka: storage format",
                 self.log_file,
             )
@@ -398,11 +430,12 @@ class Kafka(Service):
     def healthy(self) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        if not port_open(self.settings.host, self.port):
+        if not port_open(self.settings.host, self._ports[0]):
             return False
 
         async def probe() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_servers, request_timeout_ms=3000)
+            own = f"{self.settings.host}:{self._ports[0]}"  # this node, not the cluster: each is probed alone
+            admin = AIOKafkaAdminClient(bootstrap_servers=own, request_timeout_ms=3000)
             try:
                 await asyncio.wait_for(admin.start(), 5)
                 await asyncio.wait_for(admin.list_topics(), 5)
@@ -422,11 +455,17 @@ def quiet_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def kafka_nodes(s: Settings) -> list[Service]:
+    if s.kafka_profile == "single":
+        return [Kafka("kafka", s.kafka_port, s, start_timeout=90)]
+    return [Kafka(f"kafka-{n}", broker, s, start_timeout=120, node=n) for n, broker, _ in s.kafka_nodes]
+
+
 def all_services(settings: Settings) -> list[Service]:
     """In start order: epmd before RabbitMQ; the rest are independent."""
     s = settings
     return [
-        Kafka("kafka", s.kafka_port, s, start_timeout=90),
+        *kafka_nodes(s),
         Redis("redis", s.redis_port, s),
         Epmd("epmd", s.epmd_port, s, start_timeout=10),
         RabbitMQ("rabbitmq", s.rabbitmq_port, s, start_timeout=90),
