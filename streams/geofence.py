@@ -10,6 +10,7 @@ re-emits enters nor forgets exits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import cast
 
 from schemas import GeofenceEvent, deterministic_event_id
@@ -30,8 +31,18 @@ class Zones:
     def __init__(self) -> None:
         self.index = ZoneIndex()
         self.version: str | None = "unloaded"
+        self.follows = True  # reloads when zones:version changes
+
+    @classmethod
+    def fixed(cls, zones: Iterable[Zone]) -> Zones:
+        """An index that never reloads (the step's tests, in memory)."""
+        z = cls()
+        z.index, z.version, z.follows = ZoneIndex(zones), "fixed", False
+        return z
 
     async def refresh(self) -> None:
+        if not self.follows:
+            return
         version = cast(str | None, await resources.redis().get(ZONES_VERSION_KEY))
         if version == self.version:
             return
@@ -41,14 +52,17 @@ class Zones:
         log.info("loaded %d zones (version %s)", len(docs), version)
 
 
-def step(rt: Runtime) -> pipeline.StepFactory:
-    """Enter, exit and dwell per driver and zone; the zone index follows ``zones:version`` every second."""
+def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
+    """Enter, exit and dwell per driver and zone; the zone index follows ``zones:version`` every second.
+
+    ``given``: a zone index instead of MongoDB's (``Zones.fixed``, for the step run in memory).
+    """
     geofence_topic = rt.topic(GEOFENCE_EVENTS)
     inside_table = rt.table(
         "geofence-inside",
         use_partitioner=True,  # written from batches: the key's partition is its source record's
     )
-    zones = Zones()
+    zones = given or Zones()
     default_dwell = rt.settings.default_dwell_s
 
     @rt.app.timer(interval=1.0, name="streams.geofence.refresh_zones")
