@@ -318,7 +318,9 @@ async def whereabouts(stack: Settings, missing: dict[str, list[int]]) -> dict[st
                         if missing.get(driver):
                             try:
                                 v = orjson.loads(m.value)
-                                seqs = {q["seq"] for q in v.get("pings", [])} or {orjson.loads(v["payload"])["seq"]}
+                                inner = orjson.loads(v["payload"]) if "payload" in v else {}  # a dead letter
+                                held = v.get("pings") or inner.get("pings") or [inner]
+                                seqs = {q["seq"] for q in held if "seq" in q}
                             except Exception:
                                 continue
                             for seq in seqs & set(missing[driver]):
