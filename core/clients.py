@@ -17,6 +17,12 @@ def fields(mapping: Mapping[str, str | float]) -> Mapping[EncodableT, EncodableT
     return cast(Mapping[EncodableT, EncodableT], mapping)
 
 
+#: How long a reply may take. redis-py 8 reads with a 5 s timeout by default, which a BLPOP
+#: of ``booking_reply_timeout_s`` (5 s) raced: a booking whose verdict was late got a 503
+#: (a timeout error) instead of its 202 "pending". Blocking commands must block for less.
+REDIS_SOCKET_TIMEOUT_S = 30.0
+
+
 def redis_client(dsn: str, max_connections: int, wait_s: float = 10.0) -> aioredis.Redis:
     """A Redis client whose pool makes a caller wait for a free connection instead of failing.
 
@@ -25,8 +31,9 @@ def redis_client(dsn: str, max_connections: int, wait_s: float = 10.0) -> aiored
     connection than allowed, which crashed a worker; waiting is back-pressure.
     """
     pool = aioredis.BlockingConnectionPool.from_url(
-        dsn, decode_responses=True, max_connections=max_connections, timeout=wait_s
-    )
+        dsn, decode_responses=True, max_connections=max_connections, timeout=wait_s,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+    )  # fmt: skip
     return aioredis.Redis(connection_pool=pool)
 
 

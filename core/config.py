@@ -138,7 +138,7 @@ class Settings(BaseSettings):
 
     # --- bookings and matching
     #: How long the API waits for the booking agent's verdict before answering 202 "pending".
-    booking_reply_timeout_s: float = 5.0
+    booking_reply_timeout_s: float = Field(default=5.0, gt=0, le=20.0)  # a BLPOP: below the client's read timeout
     offer_timeout_s: float = 30.0
     #: An expired offer claimed by a worker's timer is claimed again after this long unless the
     #: booking agent handled its timeout (the worker may have died before the command left).

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_compose_file_is_consistent() -> None:
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
-    assert {"kafka", "redis", "rabbitmq", "mongo", "nginx", "api", "worker", "store", "topics"} <= set(services)
+    api = {"api-telemetry", "api-bookings", "api-auth", "api-notifications"}
+    assert {"kafka", "redis", "rabbitmq", "mongo", "nginx", "worker", "store", "topics", *api} <= set(services)
     for name, svc in services.items():
         assert "image" in svc or "build" in svc, name
         for dep in svc.get("depends_on", {}):
