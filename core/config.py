@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     #: Faust standby replicas per table partition: another worker of the group keeps a warm copy
     #: (fast fail-over), at the price of reading every changelog twice.
     table_standby_replicas: int = 1
+    #: How soon the group notices a worker gone without a goodbye (kill -9, a lost node) and hands
+    #: its partitions to the others. Kafka's and Faust's 60 s left a dead worker's drivers without
+    #: processing for a minute, and a restarted worker waited that long to rejoin; heartbeats go
+    #: every ``consumer_session_timeout_s / 5`` from their own task, so only a loop blocked for
+    #: seconds on end would lose a live member.
+    consumer_session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
     #: Workers commit consumer offsets this often, or after this many records (``streams.app``);
     #: longer means fewer commits in the fetch path and more to replay after a crash.
     commit_interval_s: float = 1.0

@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> faust.App:
         web_in_thread=False,
         stream_wait_empty=False,
         table_standby_replicas=settings.table_standby_replicas,
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=settings.consumer_session_timeout_s / 5,
         # A commit is a producer flush, then an offset commit through Faust's consumer thread.
         # 3 s / 10,000 instead of 1 s / 1,000 did not measurably change ping → socket latency
         # (two runs each, within the run-to-run spread), so the frequent default stays.

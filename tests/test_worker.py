@@ -419,3 +419,60 @@ async def test_agents_crashed_mid_batch_again_and_again_lose_no_acknowledged_pin
         if server.returncode is None:
             server.kill()
             await server.wait()
+
+
+@pytest.mark.timeout(300)
+async def test_a_worker_killed_hands_its_partitions_to_the_other_within_seconds(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """Two live workers in one group; one is killed with -9: the other serves all drivers again soon.
+
+    Kafka notices the dead member after ``consumer_session_timeout_s`` (10 s; 60 s before, when
+    a dead worker's drivers went unprocessed for a minute) and the survivor takes its partitions.
+    """
+    group = f"test-failover-{uid}"
+    env = {"FLEETSTREAM_AGENTS": "clean,driver_state", "FLEETSTREAM_OFFLINE_CHECK_S": "3600"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Pipeline(stack, tmp_path / "a", group, **env)
+    b = Pipeline(stack, tmp_path / "b", group, **env)
+    drivers = [f"fo{i}-{uid}" for i in range(24)]  # over all 8 partitions
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    r = Redis.from_url(stack.redis_dsn)
+
+    async def send(round_: int) -> None:
+        at = t0 + timedelta(seconds=round_ * 5)
+        for d in drivers:
+            await producer.send(stack.topic("telemetry.raw"), encode(batch(d, round_ * 3, at)), key=d.encode())
+        await producer.flush()
+
+    async def seqs() -> list[int]:
+        pipe = r.pipeline(transaction=False)
+        for d in drivers:
+            pipe.hget(driver_key(d), "seq")
+        return [int(v) if v is not None else -1 for v in await pipe.execute()]
+
+    try:
+        a.start_worker()
+        b.start_worker()
+        await send(0)
+        assert await wait_async(seqs, lambda got: all(s == 2 for s in got), 90), "both workers never served"
+        assert a.worker is not None
+        a.worker.popen.kill()  # no goodbye: the group learns of it only by the missing heartbeats
+        killed = asyncio.get_running_loop().time()
+        round_ = 0
+        while asyncio.get_running_loop().time() - killed < 60:
+            round_ += 1
+            await send(round_)
+            if all(s == round_ * 3 + 2 for s in await seqs()):
+                break
+            await asyncio.sleep(1.0)
+        took = asyncio.get_running_loop().time() - killed
+        got = await seqs()
+        assert all(s == round_ * 3 + 2 for s in got), (took, got, b.worker.output()[-3000:] if b.worker else "")
+        print(f"every driver served again {took:.1f} s after the kill")
+        assert took < 25, took  # the 10 s session, the rebalance, the backlog of the rounds since
+    finally:
+        await r.aclose()
+        a.stop()
+        b.stop()
