@@ -56,6 +56,7 @@ class App(FastAPI):
         for model in SOCKET_MESSAGES:  # not HTTP bodies: what /v1/notifications sends, for typed clients
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
             components.update(schema.pop("$defs", {}))
+            schema["required"] = sorted(schema.get("properties", {}))  # a sent message carries every field
             components[model.__name__] = schema
         return doc
 

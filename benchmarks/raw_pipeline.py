@@ -18,9 +18,9 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from core.config import get_settings
 from core.kafka import make_consumer
 from schemas import TelemetryBatch, decode
-from schemas.contracts import GEO_KEY, SEEN_KEY, TELEMETRY_RAW, driver_key, reserve_key
+from schemas.contracts import TELEMETRY_RAW
 from sinks.mongo import DriverStateSink, InsertOnceSink, ensure_indexes, track_bucket
-from streams.driver_state import UPDATE_POSITION, _fmt
+from streams.driver_state import UPDATE_POSITION, _fmt, position_keys
 from streams.rules import CleanLimits, clean_pings
 from streams.store import latest_state
 from streams.throttle import Throttle
@@ -61,7 +61,7 @@ async def main() -> None:
             pipe = r.pipeline(transaction=False)
             for b in batches:
                 p = b.pings[-1]
-                await update(keys=[driver_key(b.driver_id), GEO_KEY, SEEN_KEY, reserve_key(b.driver_id)],
+                await update(keys=position_keys(b.driver_id),
                              args=[b.driver_id, _fmt(p.lat), _fmt(p.lon), _fmt(p.speed_mps), _fmt(p.heading_deg),
                                    p.ts.isoformat(), p.seq, now], client=pipe)  # fmt: skip
             await pipe.execute()

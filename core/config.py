@@ -116,6 +116,8 @@ class Settings(BaseSettings):
 
     # --- driver presence
     offline_after_s: float = 60.0
+    #: How long an offline driver stays on the dispatcher's map (``GET /v1/drivers``).
+    driver_known_s: float = 24 * 3600.0
     offline_check_s: float = 2.0
     default_dwell_s: float = 300.0
     location_publish_interval_s: float = 1.0

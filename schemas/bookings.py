@@ -168,6 +168,19 @@ class BookingPage(View):
     next_offset: int | None = None
 
 
+class BookingEventView(View):
+    """One transition of a booking, as stored (``booking_events``): its timeline, oldest first."""
+
+    event_id: str = Field(validation_alias="_id")
+    type: BookingEventType
+    status: BookingStatus
+    version: int
+    occurred_at: datetime
+    driver_id: str | None = None
+    reason: str | None = None
+    eta_s: float | None = None
+
+
 class BookingPending(View):
     """The bookings agent did not answer in time: the command is in Kafka and will be applied."""
 

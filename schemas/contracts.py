@@ -79,6 +79,10 @@ TOPICS: tuple[Topic[BaseModel], ...] = (
 
 GEO_KEY = "drivers:geo:available"  # geo set of online drivers that are not busy
 SEEN_KEY = "drivers:last_seen"  # sorted set, score = wall-clock time of the last processed ping
+#: Every driver heard of lately, online or not (score as SEEN_KEY's): the dispatcher's fleet. The
+#: offline timer takes drivers out of SEEN_KEY as it claims them; they stay here, shown offline,
+#: until silent for ``driver_known_s``.
+KNOWN_KEY = "drivers:known"
 JOBS_KEY = "drivers:job"  # hash driver id → booking id it works on
 CELLS_KEY = "drivers:cell"  # hash driver id → H3 cell of its last fix (matching prices the drive from there)
 SPEEDS_KEY = "speeds"  # hash "{cell}:{hour}" → learned speed, m/s
@@ -158,6 +162,8 @@ EXCHANGE = "fleetstream.events"  # a topic exchange; each API process binds what
 #: :func:`location_key`, so sockets see no difference.
 LOCATIONS_KEY = "fleet.locations"
 LOCATIONS_PATTERN = "driver.*.location"
+#: Drivers coming online and going offline (live only, like locations): what staff sockets bind.
+STATUS_PATTERN = "driver.*.status"
 
 #: Dispatchers and admins: every booking, every location.
 STAFF = "staff.all"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import GeoPoint, deterministic_event_id
 from schemas.bookings import BookingEvent, BookingEventType, BookingStatus
-from schemas.events import EtaUpdate
+from schemas.events import DriverStatusEvent, EtaUpdate
 from schemas.telemetry import GpsPing
 
 
@@ -141,5 +141,8 @@ class Heartbeat(BaseModel):
 
 
 #: Everything a notification socket may receive (stream agents' own events come as their schema).
-SocketMessage = Annotated[BookingNotice | EtaNotice | DriverLocation | Heartbeat, Field(discriminator="type")]
-SOCKET_MESSAGES: tuple[type[BaseModel], ...] = (BookingNotice, EtaNotice, DriverLocation, Heartbeat)
+#: Staff sockets also get each driver's ``driver.status`` (online, busy, offline), live only.
+SocketMessage = Annotated[
+    BookingNotice | EtaNotice | DriverLocation | DriverStatusEvent | Heartbeat, Field(discriminator="type")
+]
+SOCKET_MESSAGES: tuple[type[BaseModel], ...] = (BookingNotice, EtaNotice, DriverLocation, DriverStatusEvent, Heartbeat)

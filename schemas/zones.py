@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import GeoPoint, Ident, Model, ShortText
 
@@ -40,3 +41,19 @@ class ZoneOut(ZoneIn):
 
     zone_id: str
     updated_at: datetime | None = None
+
+
+class ZoneEventView(BaseModel):
+    """An enter, exit or dwell of one driver in one zone, as stored (``geofence_events``)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True)
+
+    event_id: str = Field(validation_alias="_id")
+    type: Literal["geofence.enter", "geofence.exit", "geofence.dwell"]
+    driver_id: str
+    zone_id: str
+    zone_name: str
+    lat: float
+    lon: float
+    at: datetime
+    dwell_s: float | None = None

@@ -9,6 +9,7 @@ matching read it without Kafka, and adds the status:
 - ``driver:{id}``           hash of ``schemas.drivers.DriverState.HASH_FIELDS`` (the API reads it with that model)
 - ``drivers:geo:available`` geo set of online drivers that are not busy
 - ``drivers:last_seen``     sorted set, score = wall-clock time of the last processed ping
+- ``drivers:known``         the same, kept while the driver is offline (the dispatcher's fleet)
 
 A step of the telemetry agent (``streams.pipeline``). Redis writes of a whole batch go
 through one pipeline of a Lua script that keeps a busy driver out of the geo index and
@@ -30,12 +31,13 @@ from redis.asyncio.client import Pipeline
 from core.clients import Lua, execute
 from schemas import DriverStatus, DriverStatusEvent, TelemetryBatch, deterministic_event_id
 from schemas.base import GEO_MAX_LAT
-from schemas.contracts import DRIVER_STATUS, GEO_KEY, SEEN_KEY, driver_key, reserve_key
+from schemas.contracts import DRIVER_STATUS, GEO_KEY, KNOWN_KEY, SEEN_KEY, driver_key, reserve_key
 from streams import pipeline, resources
 from streams.app import Runtime
 from streams.metrics import DRIVERS_ONLINE, PINGS
 
-# KEYS: driver hash, geo set, last-seen zset, reservation.  ARGV: id, lat, lon, speed, heading, ts, seq, now.
+# KEYS: driver hash, geo set, last-seen zset, reservation, known zset.
+# ARGV: id, lat, lon, speed, heading, ts, seq, now.
 # Returns 1 when the driver was offline (or unknown) and is now online (busy if a booking holds it),
 # -1 when Redis already holds this seq or a newer one (a replay: nothing changes).
 # Busy follows the reservation key: a driver whose reservation expired without a release is free again.
@@ -59,6 +61,7 @@ else
   redis.call('ZREM', KEYS[2], ARGV[1])  -- busy, or beyond the geo index's range (Redis refuses it)
 end
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1])
 return came_online
 """.replace("GEO_MAX_LAT", repr(GEO_MAX_LAT))
 
@@ -78,6 +81,11 @@ for _, id in ipairs(ids) do
 end
 return out
 """
+
+
+def position_keys(driver: str) -> list[str]:
+    """The KEYS of :data:`UPDATE_POSITION` for one driver, in its order."""
+    return [driver_key(driver), GEO_KEY, SEEN_KEY, reserve_key(driver), KNOWN_KEY]
 
 
 def _fmt(v: float | None) -> str:
@@ -108,7 +116,7 @@ def _track_drivers(r: Any, status_topic: TopicT) -> pipeline.Step:
         def build(pipe: Pipeline) -> None:
             for driver, batch in newest.items():
                 last = batch.pings[-1]
-                update.queue(pipe, [driver_key(driver), GEO_KEY, SEEN_KEY, reserve_key(driver)],
+                update.queue(pipe, position_keys(driver),
                              [driver, _fmt(last.lat), _fmt(last.lon), _fmt(last.speed_mps), _fmt(last.heading_deg),
                               last.ts.isoformat(), last.seq, now])  # fmt: skip
 
@@ -157,4 +165,5 @@ def install(rt: Runtime) -> None:
                     lon=float(lon) if lon else None,
                 ),
             )
+        await r.zremrangebyscore(KNOWN_KEY, "-inf", time.time() - s.driver_known_s)  # silent for long: off the map
         DRIVERS_ONLINE.set(await r.zcard(SEEN_KEY))

@@ -18,7 +18,7 @@ from faust.types import EventT
 
 from core.config import Settings
 from schemas import TelemetryBatch, encode
-from schemas.contracts import Topic
+from schemas.contracts import TELEMETRY_RAW, Topic
 from streams import pipeline
 from streams.app import Runtime
 
@@ -120,7 +120,7 @@ class StepHarness:
         if not self._steps and self._step_factories:
             self._steps = [await make() for make in self._step_factories]
 
-    async def send(self, *batches: TelemetryBatch, topic: str = "telemetry.raw") -> list[pipeline.Item]:
+    async def send(self, *batches: TelemetryBatch, topic: str = TELEMETRY_RAW.name) -> list[pipeline.Item]:
         """Process device batches as one partition's next records; the cleaned items."""
         events = []
         for b in batches:

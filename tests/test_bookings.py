@@ -146,6 +146,15 @@ def test_booking_is_matched_accepted_and_delivered(city: Pipeline) -> None:
         story = ["booking.requested", "booking.offered", "booking.assigned", "booking.driver_arrived",
                  "booking.picked_up", "booking.delivered"]  # fmt: skip
         assert [e["type"] for e in events] == story
+        # The same timeline through the API, for its customer and driver; nobody else sees it.
+        timeline = c.get(f"/v1/bookings/{bid}/events", headers=cust)
+        assert timeline.status_code == 200, timeline.text
+        assert [e["type"] for e in timeline.json()] == story
+        assert [e["version"] for e in timeline.json()] == sorted(e["version"] for e in timeline.json())
+        assert timeline.json()[1]["driver_id"] == near and timeline.json()[-1]["status"] == "delivered"
+        assert c.get(f"/v1/bookings/{bid}/events", headers=near_auth).status_code == 200
+        stranger = customer(c, "eve")
+        assert c.get(f"/v1/bookings/{bid}/events", headers=stranger).status_code == 404
 
 
 async def _events(settings: Settings, bid: str) -> list[dict[str, Any]]:

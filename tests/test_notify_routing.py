@@ -54,3 +54,19 @@ def test_a_location_batch_reaches_sockets_as_one_message_per_driver() -> None:
     assert bound_key("driver.*.location") == LOCATIONS_KEY and bound_key("driver.d1.#") == "driver.d1.#"
     assert unbatch("driver.d1.status", {"a": 1}) == [("driver.d1.status", {"a": 1})]
     assert unbatch(LOCATIONS_KEY, {"locations": "junk"}) == []
+
+
+def test_staff_sockets_bind_every_drivers_status_and_location_and_others_only_their_own() -> None:
+    from api.notify import topic_matches
+    from api.routes.notifications import audience
+    from api.security import Principal
+    from schemas.contracts import status_key
+
+    staff = Principal(subject="u1", role="dispatcher")
+    _, patterns = audience(staff)
+    assert any(topic_matches(p, status_key("d7")) for p in patterns)  # a driver going offline: the map greys it
+    assert any(topic_matches(p, "driver.d7.location") for p in patterns)
+    driver = Principal(subject="u2", role="driver", driver_id="d8")
+    _, own = audience(driver)
+    assert any(topic_matches(p, status_key("d8")) for p in own)
+    assert not any(topic_matches(p, status_key("d7")) for p in own)  # nobody else's

@@ -91,15 +91,15 @@ async def test_pipeline_scripts_load_themselves_on_noscript(stack: Settings, uid
 async def test_position_update_applies_each_seq_once(stack: Settings, uid: str) -> None:
     """The driver-state script (``streams.driver_state``) ignores a fix not newer than Redis holds (a replay)."""
     from core.clients import Lua, execute
-    from schemas.contracts import GEO_KEY, SEEN_KEY, driver_key, reserve_key
-    from streams.driver_state import UPDATE_POSITION
+    from schemas.contracts import GEO_KEY, KNOWN_KEY, SEEN_KEY, driver_key
+    from streams.driver_state import UPDATE_POSITION, position_keys
 
     r = aioredis.from_url(stack.redis_dsn, decode_responses=True)
     driver = f"seq-{uid}"
     update = Lua(UPDATE_POSITION)
 
     async def post(seq: int, lat: float, now: float) -> int:
-        keys = [driver_key(driver), GEO_KEY, SEEN_KEY, reserve_key(driver)]
+        keys = position_keys(driver)
         args = [driver, repr(lat), "13.4", "5.0", "90.0", f"2026-01-01T00:00:{seq:02d}+00:00", seq, repr(now)]
         (result,) = await execute(r, lambda pipe: update.queue(pipe, keys, args), [update])
         return int(result)
@@ -111,12 +111,14 @@ async def test_position_update_applies_each_seq_once(stack: Settings, uid: str) 
         state = await r.hgetall(driver_key(driver))
         assert (state["seq"], state["lat"], state["seen"]) == ("5", "52.5", "1000.0")
         assert await r.zscore(SEEN_KEY, driver) == 1000.0
+        assert await r.zscore(KNOWN_KEY, driver) == 1000.0  # on the dispatcher's map, even once offline
         assert await post(6, 52.8, 1003.0) == 0  # newer: applied, still online
         state = await r.hgetall(driver_key(driver))
         assert (state["seq"], state["lat"], state["status"]) == ("6", "52.8", "online")
     finally:
         await r.delete(driver_key(driver))
         await r.zrem(SEEN_KEY, driver)
+        await r.zrem(KNOWN_KEY, driver)
         await r.zrem(GEO_KEY, driver)
         await r.aclose()
 

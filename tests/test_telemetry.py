@@ -166,6 +166,16 @@ async def test_http_pings_reach_redis_api_mongo_rabbit_and_fences(
         assert [(e.type, e.zone_id) for e in events] == [("geofence.enter", zone_id), ("geofence.exit", zone_id)]
         stored_fences = {"driver_id": driver, "zone_id": zone_id}
         assert await eventually(lambda: _ge(lambda: mongo.geofence_events.count_documents(stored_fences), 2))
+        # The zone's events through the API, newest first: staff only.
+        served = await client.get(f"{pipeline.url}/v1/zones/{zone_id}/events", headers=admin)
+        assert served.status_code == 200, served.text
+        assert [(e["type"], e["driver_id"]) for e in served.json()] == [
+            ("geofence.exit", driver),
+            ("geofence.enter", driver),
+        ]
+        assert (
+            await client.get(f"{pipeline.url}/v1/zones/{zone_id}/events", headers=pipeline.headers(token))
+        ).status_code == 403
         assert (await client.delete(f"{pipeline.url}/v1/zones/{zone_id}", headers=admin)).status_code == 204
 
     got: dict[str, list[dict[str, Any]]] = {}
@@ -338,6 +348,9 @@ async def test_offline_timer_fires_and_leaves_geo_index(pipeline: Pipeline, stac
     assert [e.status for e in events] == ["online", "offline"]
     assert await rds.hget(f"driver:{driver}", "status") == "offline"
     assert await rds.geopos("drivers:geo:available", driver) == [None]
+    async with httpx.AsyncClient(timeout=20) as c:  # still on the dispatcher's map, shown offline
+        fleet = await c.get(f"{pipeline.url}/v1/drivers", headers=pipeline.headers(pipeline.admin))
+        assert {d["driver_id"]: d["status"] for d in fleet.json()}.get(driver) == "offline"
     async with httpx.AsyncClient(timeout=20) as c, TopicTail(stack, "drivers.status") as status:
         later = track(1, seq0=5, lat0=10.0, lon0=10.0, t0=datetime.now(UTC))
         assert (await post(c, pipeline, token, later)).status_code == 202

@@ -30,6 +30,7 @@ from schemas.bookings import (
     ActorRole,
     BookingCommandType,
     BookingConflict,
+    BookingEventView,
     BookingPage,
     BookingPending,
     BookingView,
@@ -183,6 +184,14 @@ async def list_bookings(
 @router.get("/{booking_id}", response_model=BookingView)
 async def get_booking(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> dict[str, Any]:
     return view(await load(res, principal, booking_id))
+
+
+@router.get("/{booking_id}/events", response_model=list[BookingEventView])
+async def booking_events(booking_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> list[BookingEventView]:
+    """The booking's timeline, oldest first: every transition the store has (whoever may read the booking)."""
+    await load(res, principal, booking_id)  # 404 unless the caller may see it
+    cursor = res.db.booking_events.find({"booking_id": str(booking_id)}).sort("version", 1).limit(1000)
+    return [BookingEventView.model_validate(d) async for d in cursor]  # on the (booking_id, version) index
 
 
 @router.post("/{booking_id}/cancel", response_model=BookingView, responses=ACTION)

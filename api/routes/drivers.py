@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
 from api.responses import errors
 from schemas.base import GEO_MAX_LAT, Ident, Longitude
-from schemas.contracts import GEO_KEY, SEEN_KEY, driver_key
+from schemas.contracts import GEO_KEY, KNOWN_KEY, driver_key
 from schemas.drivers import DriverState, NearbyDriver
 from sinks.mongo import read_track
 
@@ -49,11 +49,11 @@ async def fleet(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
 ) -> list[DriverState]:
-    """Every driver seen recently (online or busy), most recent first: the dispatcher's map on open."""
+    """Every driver heard of in the last ``driver_known_s`` (online, busy or offline), most recent first."""
     if not principal.sees_all_drivers:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only dispatchers and admins see the whole fleet")
     await res.reads.hit(principal.subject)
-    ids = cast(list[str], await res.redis.zrevrange(SEEN_KEY, 0, limit - 1))  # decode_responses: str
+    ids = cast(list[str], await res.redis.zrevrange(KNOWN_KEY, 0, limit - 1))  # decode_responses: str
     pipe = res.redis.pipeline(transaction=False)
     for d in ids:
         pipe.hgetall(driver_key(d))

@@ -24,6 +24,7 @@ from api.security import Principal
 from schemas.contracts import (
     LOCATIONS_PATTERN,
     STAFF,
+    STATUS_PATTERN,
     audience_pattern,
     booking_audience,
     customer_audience,
@@ -50,7 +51,7 @@ def valid_after(after: str) -> bool:
 def audience(principal: Principal) -> tuple[str, list[str]]:
     """(replay scope, routing patterns) of a caller."""
     if principal.sees_all_bookings:
-        scope, extra = STAFF, [LOCATIONS_PATTERN]
+        scope, extra = STAFF, [LOCATIONS_PATTERN, STATUS_PATTERN]
     elif principal.role == "viewer" and principal.booking_id:
         scope, extra = booking_audience(principal.booking_id), []
     elif principal.role == "driver" and principal.driver_id:

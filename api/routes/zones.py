@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import Response
 
 from api.deps import ResourcesDep, require
@@ -16,7 +16,7 @@ from api.security import Principal
 from schemas import ZoneIn
 from schemas.base import Ident
 from schemas.contracts import ZONES_VERSION_KEY
-from schemas.zones import ZoneOut
+from schemas.zones import ZoneEventView, ZoneOut
 
 ZoneId = Annotated[Ident, Path()]
 
@@ -54,6 +54,15 @@ async def get_zone(zone_id: ZoneId, res: ResourcesDep, _: Reader) -> dict[str, A
     if doc is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
     return _out(doc)
+
+
+@router.get("/{zone_id}/events", response_model=list[ZoneEventView])
+async def zone_events(
+    zone_id: ZoneId, res: ResourcesDep, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[ZoneEventView]:
+    """The zone's enters, exits and dwells, newest first (dispatchers and admins: they say where drivers were)."""
+    cursor = res.db.geofence_events.find({"zone_id": zone_id}).sort("at", -1).limit(limit)
+    return [ZoneEventView.model_validate(d) async for d in cursor]  # on the (zone_id, at) index
 
 
 @router.put("/{zone_id}", response_model=ZoneOut)

@@ -14,7 +14,7 @@ import { useEffect, useRef, useState } from "react";
 /** @typedef {Schemas["PostedPing"]} Ping */
 /** @typedef {{ token: string, refresh: string, me: User }} Session */
 /** What the notification socket sends (schemas/notifications.py; stream agents' own events are ignored). */
-/** @typedef {Schemas["BookingNotice"] | Schemas["EtaNotice"] | Schemas["DriverLocation"]} SocketMessage */
+/** @typedef {Schemas["BookingNotice"] | Schemas["EtaNotice"] | Schemas["DriverLocation"] | Schemas["DriverStatusEvent"]} SocketMessage */
 
 const KEY = "fleetstream.session";
 

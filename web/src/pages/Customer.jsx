@@ -53,10 +53,13 @@ export default function Customer({ session, bookingId, center, shareToken }) {
   useEffect(() => {
     if (bookingId) {
       ok(client.GET("/v1/bookings/{booking_id}", { params: { path: { booking_id: bookingId } }, headers: bearer(token) }))
-        .then((b) => {
+        .then(async (b) => {
           setBooking(b);
           setPoints(b.pickup && b.dropoff ? [b.pickup, b.dropoff] : []);
-          setTimeline([{ status: b.status, at: b.updated_at ?? b.created_at }]);
+          // The whole timeline of a reopened booking (the store trails it by a moment: else its state now).
+          const path = { booking_id: bookingId };
+          const events = await ok(client.GET("/v1/bookings/{booking_id}/events", { params: { path }, headers: bearer(token) })).catch(() => []);
+          setTimeline(events.length ? events.map((e) => ({ status: e.status, at: e.occurred_at, reason: e.reason })) : [{ status: b.status, at: b.updated_at ?? b.created_at }]);
         })
         .catch((e) => setError(e instanceof ApiError && e.status === 404 ? "No such booking (or not yours)." : reason(e)));
     }

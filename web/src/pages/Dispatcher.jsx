@@ -91,6 +91,9 @@ export default function Dispatcher({ session, center }) {
   const connected = useNotifications(token, (msg) => {
     if (msg.type === "driver.location") {
       place(msg.driver_id, { lat: msg.lat, lon: msg.lon, speed_mps: msg.speed_mps, ts: msg.ts });
+    } else if (msg.type === "driver.status") {
+      // Coming online, going offline: an offline driver stays on the map, greyed.
+      place(msg.driver_id, { status: msg.status, ...(msg.lat != null && msg.lon != null ? { lat: msg.lat, lon: msg.lon } : {}) });
     } else if (isBookingNotice(msg)) {
       setBookings((prev) => {
         const old = prev.get(msg.booking_id);
@@ -155,12 +158,12 @@ export default function Dispatcher({ session, center }) {
       const d = drivers.current.get(selected.id);
       setDetail({ kind: "driver", id: selected.id, status: d?.status, speed: d?.speed_mps, ts: d?.ts });
       const driver = { kind: /** @type {const} */ ("driver"), id: selected.id };
-      ok(client.GET("/v1/drivers/{driver_id}/track", { params: { path: { driver_id: selected.id }, query: { limit: 600 } }, headers: bearer(token) }))
+      ok(client.GET("/v1/drivers/{driver_id}/track", { params: { path: { driver_id: selected.id }, query: { limit: 600, order: "desc" } }, headers: bearer(token) }))
         .then((t) => {
           /** @type {L.LatLngTuple[]} */
           const pts = t.pings.map((p) => [p.lat, p.lon]);
           if (pts.length) L.polyline(pts, { color: "#1d4ed8", weight: 3, className: "track" }).addTo(focus);
-          setDetail((x) => ({ ...(x?.kind === "driver" ? x : driver), pings: t.pings.length }));
+          setDetail((x) => ({ ...(x?.kind === "driver" ? x : driver), pings: t.pings.length }));  // the newest 600
         })
         .catch((e) => setDetail((x) => ({ ...(x?.kind === "driver" ? x : driver), error: reason(e) })));
     } else {
