@@ -38,6 +38,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the shared stack is marked ``stack``: ``pytest -m "not stack"`` runs the others."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return get_settings()
