@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,6 +310,9 @@ class FerretDB(Service):
             return False
 
 
+_KAFKA_INSTALL = threading.Lock()
+
+
 @dataclass
 class Kafka(Service):
     """Apache Kafka 4.x in KRaft combined mode (broker + controller), jars from Maven Central.
@@ -336,6 +340,10 @@ class Kafka(Service):
         return _which_missing({"java": "openjdk-17-jre-headless", "mvn": "maven"})
 
     def install(self) -> None:
+        with _KAFKA_INSTALL:  # a cluster's nodes share the jars: one copies them, the others find them
+            self._install_libs()
+
+    def _install_libs(self) -> None:
         marker = self.libs / ".complete"
         pom = DEPLOY_LOCAL / "kafka" / "pom.xml"
         if marker.exists() and marker.read_text() == pom.read_text():
