@@ -108,6 +108,18 @@ export default function Dispatcher({ session, center }) {
     }
   });
 
+  // Locations and status changes are live only (no replay: the next fix supersedes one missed), so a
+  // socket that comes back reads where everyone is now, as the map did when it opened.
+  const reconnects = useRef(0);
+  useEffect(() => {
+    if (!connected || reconnects.current++ === 0) return; // the first connection: the map just loaded them
+    ok(client.GET("/v1/drivers", { headers: bearer(token) }))
+      .then((fleet) => {
+        for (const d of fleet) place(d.driver_id, { lat: d.lat, lon: d.lon, status: d.status ?? "online" });
+      })
+      .catch((e) => setError(reason(e)));
+  }, [connected, token, place]);
+
   // Supply (available drivers) against demand (open bookings) per H3 cell, redrawn every few seconds.
   useEffect(() => {
     const tick = () => {
