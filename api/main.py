@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ErrorBarrier
@@ -43,21 +45,23 @@ class App(FastAPI):
             return self.openapi_schema
         doc = super().openapi()  # cached as self.openapi_schema: completed here once
         components = doc.setdefault("components", {}).setdefault("schemas", {})
+
+        def add(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+            """``model`` and the models it uses as components; a reference to it."""
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
         for (path, method), model in RAW_BODIES.items():
-            if method not in doc["paths"].get(path, {}):  # a process that does not serve that route
-                continue
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(schema.pop("$defs", {}))
-            components[model.__name__] = schema
-            doc["paths"][path][method]["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-            }
+            if method in doc["paths"].get(path, {}):  # not in a process that does not serve that route
+                ref = add(model, "validation")
+                doc["paths"][path][method]["requestBody"] = {"required": True, "content": {"application/json": {
+                    "schema": ref}}}  # fmt: skip
         for model in SOCKET_MESSAGES:  # not HTTP bodies: what /v1/notifications sends, for typed clients
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
-            components.update(schema.pop("$defs", {}))
-            schema["required"] = sorted(schema.get("properties", {}))  # a sent message carries every field
-            components[model.__name__] = schema
+            add(model, "serialization")
+            sent = components[model.__name__]
+            sent["required"] = sorted(sent.get("properties", {}))  # a sent message carries every field
         return doc
 
 

@@ -55,6 +55,14 @@ export default function Dispatcher({ session, center }) {
     [select],
   );
 
+  const placeFleet = useCallback(
+    /** @param {import("../api.js").Schemas["DriverState"][]} fleet */
+    (fleet) => {
+      for (const d of fleet) place(d.driver_id, { lat: d.lat, lon: d.lon, status: d.status ?? "online" });
+    },
+    [place],
+  );
+
   useEffect(() => {
     if (!map) return undefined;
     // A new map (the page's ?center= changed) starts without markers: ones kept from the old map
@@ -73,7 +81,7 @@ export default function Dispatcher({ session, center }) {
       ok(client.GET("/v1/bookings", { ...auth, params: { query: { limit: 100 } } })),
     ])
       .then(([fleet, zones, page]) => {
-        for (const d of fleet) place(d.driver_id, { lat: d.lat, lon: d.lon, status: d.status ?? "online" });
+        placeFleet(fleet);
         // Behind what is already drawn: drivers placed just above share the overlay's SVG, and a
         // zone drawn after them covered their markers and took their clicks (a CI failure).
         const { zones: zoneGroup } = /** @type {Layers} */ (layers.current);
@@ -86,7 +94,7 @@ export default function Dispatcher({ session, center }) {
       })
       .catch((e) => setError(reason(e)));
     return undefined;
-  }, [map, token, place]);
+  }, [map, token, placeFleet]);
 
   const connected = useNotifications(token, (msg) => {
     if (msg.type === "driver.location") {
@@ -114,11 +122,9 @@ export default function Dispatcher({ session, center }) {
   useEffect(() => {
     if (!connected || reconnects.current++ === 0) return; // the first connection: the map just loaded them
     ok(client.GET("/v1/drivers", { headers: bearer(token) }))
-      .then((fleet) => {
-        for (const d of fleet) place(d.driver_id, { lat: d.lat, lon: d.lon, status: d.status ?? "online" });
-      })
+      .then(placeFleet)
       .catch((e) => setError(reason(e)));
-  }, [connected, token, place]);
+  }, [connected, token, placeFleet]);
 
   // Supply (available drivers) against demand (open bookings) per H3 cell, redrawn every few seconds.
   useEffect(() => {
