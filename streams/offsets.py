@@ -5,8 +5,8 @@ Faust 0.15 commits the end of the first run of acknowledged offsets unless that 
 single record at the head that is still being processed, or that its fetcher dropped
 during a rebalance, was committed over and never read again: the repeated-crash test lost
 its pings exactly that way (one driver short by whole records). Here the run must start at
-the committed offset, and offsets Faust's gap tree holds are not taken as acknowledged
-either (see :func:`committable`).
+the committed offset. Offsets the fetcher saw missing from the log (compaction,
+transaction markers; Faust's gap tree) still count as acknowledged, as in Faust.
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ def committable(acked: list[int], committed: int | None, gaps: IntervalTree) -> 
     """The offset to commit next (one past the last record of the head run), or None.
 
     ``acked`` is sorted in place and the head run removed from it, as Faust's bookkeeping
-    expects. ``gaps`` are *not* taken as acknowledged: Faust records a gap when its fetcher
-    delivers an offset more than one past the last it read, and on this project's topics
-    (delete retention, idempotent producers, no transactions, so no compaction holes and no
-    control records above the committed offset) such a gap is records the fetcher skipped.
-    Counting them as done committed over pings that were never processed (the repeated-crash
-    test lost a whole record that way: raw offset committed, nothing in telemetry.clean).
-    Left unacknowledged, the commit stops before them and ``streams.app.GapRepair`` reads
-    them again. Gap ranges below the commit are dropped so that the tree stays small.
+    expects; ``gaps`` loses the ranges folded into ``acked``.
     """
     if not acked:
         return None
+    if gaps:
+        top = max(acked)
+        missing = sorted(gaps.overlap(0, top), key=lambda iv: iv.begin)
+        if missing:
+            fill = [o for iv in missing for o in range(iv.begin, iv.end)]
+            acked.extend(fill)
+            gaps.chop(0, max(fill[-1], top + 1))
     acked.sort()
     if committed is not None and acked[0] > committed:
         return None  # the record at the committed offset was not acknowledged: wait for it
@@ -56,8 +56,6 @@ def committable(acked: list[int], committed: int | None, gaps: IntervalTree) -> 
         end += 1
     last = acked[end]
     del acked[: end + 1]
-    if gaps:
-        gaps.chop(0, last + 1)
     return last + 1
 
 
