@@ -66,13 +66,28 @@ def test_the_local_nginx_config_is_valid(tmp_path: Path) -> None:
     assert text.count("least_conn;") == len(SERVICES) and "limit_req zone=clients" in text
 
 
+def _validate(*files: Path) -> subprocess.CompletedProcess[str]:
+    """tests/crds/validate.py: built-in kinds by kubernetes-validate, operator kinds by their CRDs, strictly."""
+    return subprocess.run([_tool("python"), str(ROOT / "tests" / "crds" / "validate.py"), *map(str, files)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
 def test_kubernetes_manifests_are_valid_and_scale_each_service() -> None:
     files = sorted(f for f in (ROOT / "deploy" / "k8s").glob("*.yaml") if f.name != "kustomization.yaml")
-    out = subprocess.run([_tool("kubernetes-validate"), "--strict", "--quiet", *map(str, files)],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = _validate(*files)
     assert out.returncode == 0, out.stdout + out.stderr
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") == len(docs)  # each one checked
+    # The operators' kinds: Kafka (Strimzi), lag-based scaling (KEDA), alerts and scraping.
+    assert {("Kafka", "kafka"), ("KafkaNodePool", "dual"), ("ScaledObject", "worker"), ("ScaledObject", "store"),
+            ("PrometheusRule", "fleetstream"), ("PodMonitor", "api"), ("PodMonitor", "workers")} <= kinds  # fmt: skip
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject" and d["metadata"]["name"] == "worker")
+    partitions = Settings.model_construct().telemetry_partitions
+    assert scaled["spec"]["maxReplicaCount"] <= partitions  # a pod past the partition count would idle
+    assert scaled["spec"]["triggers"][0]["metadata"]["allowIdleConsumers"] == "false"
+    assert not any(d["kind"] == "HorizontalPodAutoscaler" and d["spec"]["scaleTargetRef"]["name"] in ("worker", "store")
+                   for d in docs)  # fmt: skip  # KEDA owns their HPA: a second one would fight it
     for name in SERVICES:  # a Deployment, a Service and an autoscaler per API service
         assert {("Deployment", f"api-{name}"), ("Service", f"api-{name}"),
                 ("HorizontalPodAutoscaler", f"api-{name}")} <= kinds  # fmt: skip
@@ -80,8 +95,54 @@ def test_kubernetes_manifests_are_valid_and_scale_each_service() -> None:
         assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == ["api", "--service", name]
     shards = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].startswith("mongo-shard")]
     assert len(shards) >= 2 and all(d["spec"]["replicas"] >= 3 for d in shards)  # sharded and replicated
-    kustomized = yaml.safe_load((ROOT / "deploy" / "k8s" / "kustomization.yaml").read_text())["resources"]
-    assert sorted(kustomized) == sorted(f.name for f in files)
+    kustomization = yaml.safe_load((ROOT / "deploy" / "k8s" / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(f.name for f in files)
+    for generated in kustomization["configMapGenerator"]:
+        assert all((ROOT / "deploy" / "k8s" / name).is_file() for name in generated["files"])
+
+
+def test_the_validator_refuses_what_an_api_server_would(tmp_path: Path) -> None:
+    """Strict: an unknown field, a wrong type or a missing required field fails, for operator kinds too."""
+    bad = {
+        "typo.yaml": "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: w}\n"
+        "spec: {scaleTargetRef: {name: w}, maxReplicas: 8, triggers: [{type: kafka, metadata: {}}]}\n",
+        "type.yaml": "apiVersion: kafka.strimzi.io/v1\nkind: KafkaNodePool\nmetadata: {name: n}\n"
+        "spec: {replicas: three, roles: [broker], storage: {type: ephemeral}}\n",
+        "required.yaml": "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: r}\n"
+        "spec: {groups: [{rules: [{alert: A}]}]}\n",
+        "builtin.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replica: 2}\n",
+        "unknown.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n",
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        out = _validate(tmp_path / name)
+        assert out.returncode == 1 and out.stdout.startswith("error "), (name, out.stdout, out.stderr)
+    good = tmp_path / "good.yaml"
+    good.write_text("apiVersion: kafka.strimzi.io/v1\nkind: KafkaNodePool\nmetadata: {name: n}\n"
+                    "spec: {replicas: 3, roles: [broker], storage: {type: ephemeral}}\n")  # fmt: skip
+    assert _validate(good).returncode == 0
+
+
+def test_dashboard_and_alerts_use_metrics_the_code_exports() -> None:
+    """A renamed metric leaves a panel or an alert silently empty: each name they use must exist."""
+    import json
+    import re
+
+    import prometheus_client
+
+    import api.main  # noqa: F401  (importing has no effect beyond defining the metrics)
+    import streams.worker  # noqa: F401
+
+    exported = set(prometheus_client.REGISTRY._names_to_collectors)
+    dashboard = json.loads((ROOT / "deploy" / "k8s" / "grafana" / "fleetstream.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "monitoring.yaml").read_text())
+                 if d["kind"] == "PrometheusRule")  # fmt: skip
+    exprs += [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\bfleetstream_[a-z_]+", e)}
+    assert len(used) >= 10
+    missing = sorted(m for m in used if m not in exported)
+    assert not missing, missing
 
 
 def test_the_compose_file_loads_and_runs_each_service_apart(tmp_path: Path) -> None:
@@ -97,3 +158,20 @@ def test_the_compose_file_loads_and_runs_each_service_apart(tmp_path: Path) -> N
         assert api["environment"]["FLEETSTREAM_API_SERVICES"] == name and api["deploy"]["replicas"] == 2
     conf = (ROOT / "deploy" / "docker" / "nginx.conf").read_text()
     assert all(f"server api-{name}:8000" in conf for name in SERVICES)  # nginx reaches them by these names
+
+
+def test_the_compose_monitoring_profile_scrapes_every_process(tmp_path: Path) -> None:
+    """``--profile monitoring``: Prometheus with the alerts, Grafana with the dashboard, every mount present."""
+    import json
+
+    compose = ROOT / "docker-compose.yml"
+    out = subprocess.run([_tool("docker-compose"), "-f", str(compose), "--profile", "monitoring", "config",
+                          "--format", "json"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    mounts = [v for name in ("prometheus", "grafana") for v in services[name]["volumes"]]
+    assert all(Path(v["source"]).exists() for v in mounts), mounts
+    scrape = yaml.safe_load((ROOT / "deploy" / "docker" / "prometheus.yml").read_text())["scrape_configs"]
+    scraped = {n for job in scrape for sd in job["dns_sd_configs"] for n in sd["names"]}
+    assert scraped == {"worker", "store", *(f"api-{name}" for name in SERVICES)}
+    assert all("FLEETSTREAM_METRICS_TOKEN" in services[f"api-{name}"]["environment"] for name in SERVICES)
