@@ -88,7 +88,12 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.bind_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
-        stream_wait_empty=False,
+        # A revoked partition moves only once what its agents hold is acknowledged and committed
+        # (the store flushes its open buckets when a rebalance starts). Without the wait, the old
+        # owner went on with records the new owner re-read from the last commit: both stored the
+        # same pings, and the clean step dead-lettered replays as out_of_order
+        # (test_rebalances_under_load_keep_every_driver_in_order_and_lose_nothing).
+        stream_wait_empty=True,
         table_standby_replicas=settings.table_standby_replicas,
         broker_session_timeout=settings.consumer_session_timeout_s,
         broker_heartbeat_interval=settings.consumer_session_timeout_s / 5,

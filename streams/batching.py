@@ -119,7 +119,7 @@ async def take_adaptive(
         stream._processors.remove(add)
 
 
-def batches(stream: Any, max_: int, within_s: float, ack: bool = True, idle: bool = False
+def batches(stream: Any, max_: int, within_s: float, ack: bool = True, idle: bool = False, idle_s: float = 1.0
             ) -> AsyncIterator[Sequence[EventT]]:  # fmt: skip
     """Batches of events yielded ``within_s`` after their first, acked only once processed.
 
@@ -127,4 +127,4 @@ def batches(stream: Any, max_: int, within_s: float, ack: bool = True, idle: boo
     ``finally``, so a batch whose processing raised was acked when its generator closed, and
     committed at shutdown: lost.
     """
-    return take_adaptive(stream, max_, within_s, within_s, float("inf"), ack=ack, idle=idle)
+    return take_adaptive(stream, max_, within_s, within_s, float("inf"), idle_s, ack=ack, idle=idle)

@@ -107,11 +107,11 @@ class OpenBuckets:
             self.closing[driver] = cur
         return True
 
-    def due(self, now: float) -> list[OpenBucket]:
-        """Buckets to store now: the full ones and those whose first ping waited ``max_age_s``."""
+    def due(self, now: float, everything: bool = False) -> list[OpenBucket]:
+        """Buckets to store now: the full ones and those whose first ping waited ``max_age_s`` (or all)."""
         out, self.full = self.full, []
         self.closing.clear()
-        horizon = now - self.max_age_s
+        horizon = float("inf") if everything else now - self.max_age_s
         while self.open:  # oldest first: stops at the first young one, so it costs what it flushes
             oldest = next(iter(self.open.values()))
             if oldest.opened > horizon:

@@ -153,7 +153,8 @@ def install(rt: Runtime) -> None:
             for event in bucket.tokens:
                 await rt.dead_letter(event.message, "step_failed", exc, step="store_pings")
 
-        async for records in batches(stream, 500, 0.2, ack=False, idle=True):
+        # Idle ticks a quarter second apart: a rebalance waits for the held records' acks.
+        async for records in batches(stream, 500, 0.2, ack=False, idle=True, idle_s=0.25):
             RECORDS.labels("store_pings").inc(len(records))
             now = time.monotonic()
             read, empty = await buckets_of(records, refused)
@@ -161,7 +162,9 @@ def install(rt: Runtime) -> None:
             for event, doc, state in read:
                 if not held.add(doc, state, event, stored_seq(doc["driver_id"]), now):
                     done.append(event)
-            due = held.due(now)
+            # A rebalance moves a partition only once its records are acked (stream_wait_empty):
+            # everything held is stored now, not when its bucket would have been due.
+            due = held.due(now, everything=app.rebalancing)
             if due:
                 mine = app.consumer.assignment()  # a bucket of a partition handed to another worker is theirs to store
                 due = [b for b in due if TP(source, b.tokens[0].message.partition) in mine]

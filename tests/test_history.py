@@ -44,6 +44,11 @@ def test_pings_gather_per_driver_until_full_or_old() -> None:
     out = held.due(now=11.5)  # b opened at 1 s: 10 s old; a's new bucket (4 s) is not
     assert [(b.driver_id, b.doc()["_id"], b.tokens) for b in out] == [("b", "b:1", ["rb1"])]
     assert [b.driver_id for b in held.due(now=14.0)] == ["a"]
+    assert held.add(doc("a", 7), None, "ra5", -1, now=15.0)
+    assert held.add(doc("b", 2), None, "rb2", -1, now=15.5)
+    # A rebalance: every open bucket is written, however young, so their records can be acked.
+    assert [b.driver_id for b in held.due(now=15.5, everything=True)] == ["a", "b"]
+    assert held.due(now=99.0) == []
 
 
 def test_replays_are_skipped_and_acknowledged_only_once_stored() -> None:
