@@ -32,6 +32,7 @@ from streams import (
     offsets,
     pipeline,
     publish,
+    reading,
     resources,
     sdk,
     store,
@@ -93,6 +94,7 @@ def build(settings: Settings, names: list[str] | None = None) -> Runtime:
     rt = Runtime(create_app(settings), settings)
     metrics.install(rt)
     offsets.install()  # never commit past an unacknowledged record
+    reading.install()  # stream partitions reach the agents in offset order, around rebalances too
     steps = [(n, step(rt)) for n, a in AGENTS.items() if n in chosen and (step := a.step) is not None]
     pipeline.build(rt, clean.cleaner(rt) if CLEANER in chosen else None, steps)
     for n, a in AGENTS.items():

@@ -135,6 +135,37 @@ def test_commits_never_pass_an_unacknowledged_record() -> None:
     assert committable([1, 2], 0, IntervalTree()) is None  # offset 0 counts too (Faust tests it as falsy)
 
 
+def test_stream_partitions_reach_agents_in_offset_order_around_a_rebalance() -> None:
+    """A batch fetched before a rebalance, yielded after the seek to the committed offset."""
+    from faust.types import TP
+
+    from streams.reading import InOrder, Verdict
+
+    raw, log = TP("raw", 0), TP("changelog", 0)
+    state = InOrder(lambda topic: topic == "raw")
+    state.assigned()
+    assert state.check(raw, 150, None) == (Verdict.DROP, 150)  # not sought yet: the seek reads it again
+    assert state.check(log, 7, None) == (Verdict.DELIVER, 7)  # changelogs pass untouched
+    assert state.hold({raw, log}) == {raw}  # Faust resumes it before seeking: kept paused
+    assert state.sought_to({raw: 100}) == {raw}  # sought: released
+    # The stale batch starts past the committed offset: sought back, not taken for a gap.
+    assert state.check(raw, 215, 100) == (Verdict.SEEK_BACK, 100)
+    assert state.check(raw, 100, 100) == (Verdict.DELIVER, 100)
+    assert state.check(raw, 100, 100) == (Verdict.DROP, 100)  # read again: once is enough
+    assert state.check(raw, 101, 100) == (Verdict.DELIVER, 101)
+    assert state.check(raw, 103, 101) == (Verdict.SEEK_BACK, 102)
+    # What the log really lacks (a transaction marker at 102): its first record past it passes.
+    assert state.check(raw, 103, 102) == (Verdict.DELIVER, 103)
+    assert state.check(raw, 104, 103) == (Verdict.DELIVER, 104)
+    state.moved(raw, 90)  # GapRepair re-reads from 90
+    assert state.check(raw, 105, 104) == (Verdict.SEEK_BACK, 90)
+    assert state.check(raw, 90, 90) == (Verdict.DELIVER, 90)
+    state.assigned()  # a rebalance: nothing is read before the seek to the committed offset
+    assert state.check(raw, 91, 90) == (Verdict.DROP, 91)
+    assert state.sought_to({raw: None}) == set()  # nothing committed: whatever the log starts with
+    assert state.check(raw, 0, None) == (Verdict.DELIVER, 0)
+
+
 def test_records_faust_dropped_are_found_below_acked_offsets_and_at_a_quiet_head() -> None:
     from streams.app import undelivered
 
