@@ -11,6 +11,7 @@ transaction markers; Faust's gap tree) still count as acknowledged, as in Faust.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from faust.transport.consumer import Consumer
@@ -68,6 +69,47 @@ def _new_offset(self: Any, tp: TP) -> int | None:
     return offset
 
 
+_commit_offsets = Consumer._commit_offsets
+
+
+async def _commit_offsets_or_keep(self: Any, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+    """Commit; a commit Kafka refused leaves the committed offsets as they were.
+
+    Faust records the offsets as committed even when the commit failed (Kafka refuses one
+    from a group that already rebalanced), and the replay memories prune below the
+    committed offset: records read again from the real one would no longer be known as
+    replays, and the clean step would dead-letter acknowledged pings as ``out_of_order``.
+    """
+    before = {tp: self._committed_offset.get(tp) for tp in offsets}
+    done = bool(await _commit_offsets(self, offsets, start_new_transaction))
+    if not done:
+        for tp, offset in before.items():
+            if offset is None:
+                self._committed_offset.pop(tp, None)
+            else:
+                self._committed_offset[tp] = offset
+    return done
+
+
+_on_partitions_revoked = Consumer.on_partitions_revoked
+
+
+async def _commit_then_revoke(self: Any, revoked: set[TP]) -> None:
+    """Commit what is acknowledged before Faust forgets it.
+
+    Faust's revocation drops a revoked partition's acknowledged offsets first, then waits
+    for the agents and commits: only what they acknowledged meanwhile. Whatever they had
+    acknowledged before stayed uncommitted, and the next owner read it all again (up to
+    seconds of records, beyond what the replay memories keep: their pings were
+    dead-lettered as ``out_of_order``).
+    """
+    await self.commit()
+    await _on_partitions_revoked(self, revoked)
+
+
 def install() -> None:
     """Make every Faust consumer in this process commit strictly (the worker calls this once)."""
-    cast(Any, Consumer)._new_offset = _new_offset
+    patched = cast(Any, Consumer)
+    patched._new_offset = _new_offset
+    patched._commit_offsets = _commit_offsets_or_keep
+    patched.on_partitions_revoked = _commit_then_revoke

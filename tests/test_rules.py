@@ -254,3 +254,44 @@ def test_batch_speed_learning_matches_learning_ping_by_ping() -> None:
         learn_batch(pings, 8, speeds, dirty, 0.2)
         assert speeds == one_by_one(pings) and dirty == set(speeds)
     assert len(one_by_one(inside)) == 1 and len(one_by_one(across)) > 3  # each case is the one it claims to be
+
+
+async def test_a_refused_commit_leaves_the_committed_offsets_as_they_were(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Faust takes offsets for committed even when Kafka refused them; replay memories prune below them."""
+    from types import SimpleNamespace
+
+    from streams import offsets
+
+    answer = {"done": False}
+
+    async def faust_commit(self, committed, start_new_transaction=True):  # type: ignore[no-untyped-def]
+        self._committed_offset.update(committed)  # as Faust does, whatever the broker said
+        return answer["done"]
+
+    monkeypatch.setattr(offsets, "_commit_offsets", faust_commit)
+    consumer = SimpleNamespace(_committed_offset={"raw-0": 10})
+    assert await offsets._commit_offsets_or_keep(consumer, {"raw-0": 15, "raw-1": 3}) is False
+    assert consumer._committed_offset == {"raw-0": 10}  # raw-1 had none: it has none again
+    answer["done"] = True
+    assert await offsets._commit_offsets_or_keep(consumer, {"raw-0": 15}) is True
+    assert consumer._committed_offset == {"raw-0": 15}
+
+
+async def test_a_revocation_commits_what_was_acknowledged_before_faust_forgets_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streams import offsets
+
+    seen: list[tuple[str, list[int]]] = []
+
+    class Consumer:
+        acked = [7, 8, 9]
+
+        async def commit(self) -> None:
+            seen.append(("commit", list(self.acked)))
+
+    async def faust_revoke(self, revoked):  # type: ignore[no-untyped-def]
+        seen.append(("revoke", list(self.acked)))
+        self.acked.clear()  # Faust drops the revoked partitions' acknowledged offsets first
+
+    monkeypatch.setattr(offsets, "_on_partitions_revoked", faust_revoke)
+    await offsets._commit_then_revoke(Consumer(), set())
+    assert seen == [("commit", [7, 8, 9]), ("revoke", [7, 8, 9])]
