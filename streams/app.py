@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,12 @@ from schemas import DeadLetter, deterministic_event_id, encode
 from schemas.contracts import TELEMETRY_DLQ, Topic
 from streams import codec
 from streams.offsets import acked_offsets, committed_offsets, unacked_messages
+from streams.poison import transient
 from streams.topics import partitions_for
 
 log = logging.getLogger(__name__)
+
+Tick = Callable[[], Awaitable[None]]
 
 
 class DeadLetteringTopic(faust.Topic):
@@ -130,6 +133,31 @@ class Runtime:
             runtime=self,
             **{"value_serializer": codec.CODEC_NAME, "key_serializer": "raw", **kwargs},
         )
+
+    def timer(self, interval: float, name: str) -> Callable[[Tick], Tick]:
+        """A Faust timer whose tick a server outage skips, the next tick trying again.
+
+        An exception in a Faust timer crashes the whole worker: a Redis restart stopped every
+        worker through the offline-drivers timer while the steps were waiting for it with
+        backoff (test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up). Only an
+        error that is not a server's (a bug) still stops the worker.
+        """
+
+        def register(tick: Tick) -> Tick:
+            async def guarded() -> None:
+                try:
+                    await tick()
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    SKIPPED_TICKS.labels(name).inc()
+                    log.warning("%s: tick skipped, a server is unreachable: %r", name, exc)
+
+            guarded.__qualname__ = guarded.__name__ = name.rsplit(".", 1)[-1]
+            self.app.timer(interval=interval, name=name)(guarded)
+            return tick
+
+        return register
 
     def table(self, name: str, **kwargs: Any) -> TableT[bytes, Any]:
         """A changelog-backed table keyed by raw driver/booking id bytes, JSON values.
@@ -254,4 +282,6 @@ class GapRepair:
         self.suspects = found
 
 
+SKIPPED_TICKS = Counter("fleetstream_timer_ticks_skipped_total", "Timer ticks skipped while a server was unreachable",
+                        ["timer"])  # fmt: skip
 REPAIRED_GAPS = Counter("fleetstream_offset_gaps_repaired_total", "Partitions sought back over an undelivered record")

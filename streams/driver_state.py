@@ -145,7 +145,7 @@ def install(rt: Runtime) -> None:
     s = rt.settings
     status_topic = rt.topic(DRIVER_STATUS)
 
-    @rt.app.timer(interval=s.offline_check_s, name="streams.driver_state.expire_silent_drivers")
+    @rt.timer(interval=s.offline_check_s, name="streams.driver_state.expire_silent_drivers")
     async def expire_silent_drivers() -> None:
         r = resources.redis()
         cutoff = time.time() - s.offline_after_s

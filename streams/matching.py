@@ -192,7 +192,7 @@ def install(rt: Runtime) -> None:
         except Exception:  # a failed round leaves its bookings leased; they come back after the lease
             log.exception("matching round failed")
 
-    @rt.app.timer(interval=0.5, name="streams.matching.expire_offers")
+    @rt.timer(interval=0.5, name="streams.matching.expire_offers")
     async def expire_offers() -> None:
         for bid, driver in await claim_expired(resources.redis(), time.time(), s.offer_claim_lease_s):
             await system_command(commands, bid, "booking.offer_timeout", driver_id=driver)

@@ -562,3 +562,78 @@ async def test_rebalances_under_load_keep_every_driver_in_order_and_lose_nothing
             a.stop()
             b.stop()
             mongo.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """Redis killed with -9 under load and back 4 s later (append-only file, as in production).
+
+    The worker must ride it out: steps retry with backoff while Redis is away, the worker never
+    exits, and every driver's live state reaches its last ping soon after Redis is back.
+    """
+    import subprocess
+    import time
+
+    port = free_port()
+
+    def redis_server() -> subprocess.Popen[bytes]:
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+                "--appendfsync", "always", "--dir", str(tmp_path)]  # fmt: skip
+        server = subprocess.Popen(args, stdout=DEVNULL, stderr=DEVNULL)
+        assert wait_for(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                               text=True).stdout.strip() == "PONG", 20, 0.1)  # fmt: skip
+        return server
+
+    server = redis_server()
+    r = Redis(host="127.0.0.1", port=port, db=stack.redis_db, decode_responses=True)
+    env = {"FLEETSTREAM_AGENTS": "clean,driver_state", "FLEETSTREAM_REDIS_PORT": str(port)}
+    p = Pipeline(stack, tmp_path, f"test-redis-crash-{uid}", **env)
+    drivers = [f"rc{i}-{uid}" for i in range(16)]
+    last = dict.fromkeys(drivers, -1)
+    stop = asyncio.Event()
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+
+    async def produce() -> None:
+        raw, seq = stack.topic("telemetry.raw"), 0
+        while not stop.is_set():
+            for d in drivers:
+                await producer.send_and_wait(raw, encode(batch(d, seq, t0 + timedelta(seconds=seq), n=1)),
+                                             key=d.encode())  # fmt: skip
+                last[d] = seq
+            seq += 1
+            await asyncio.sleep(0.2)
+
+    async def states() -> dict[str, int]:
+        pipe = r.pipeline()
+        for d in drivers:
+            pipe.hget(driver_key(d), "seq")
+        return {d: int(s) if s is not None else -1 for d, s in zip(drivers, await pipe.execute(), strict=True)}
+
+    load = None
+    try:
+        p.start_worker()
+        load = asyncio.create_task(produce())
+        assert await wait_async(states, lambda got: min(got.values()) >= 5, 60), p.worker.output()[-3000:]
+        server.kill()
+        server.wait(10)
+        await asyncio.sleep(4)
+        server = redis_server()
+        back = time.monotonic()
+        await asyncio.sleep(3)
+        stop.set()
+        await load
+        assert p.worker.popen.poll() is None, p.worker.output()[-4000:]  # never exited
+        caught_up = await wait_async(states, lambda got: got == last, 60)
+        took = time.monotonic() - back
+        assert caught_up, (await states(), last, p.worker.output()[-3000:])
+        assert p.worker.popen.poll() is None, p.worker.output()[-4000:]
+        assert took < 15, f"live state caught up {took:.1f} s after Redis came back"
+    finally:
+        stop.set()
+        if load is not None and not load.done():
+            load.cancel()
+        p.stop()
+        await r.aclose()
+        server.kill()

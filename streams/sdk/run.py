@@ -87,4 +87,4 @@ def install(agent: Agent[Any, Any], rt: Runtime) -> None:
                 [(str(getattr(e, spec.key, None) or name), e) for e in ctx.emitted], ctx.counts, notifier_of()
             )
 
-        app.timer(interval=interval, name=f"agents.{name}.timer{i}")(timer)
+        rt.timer(interval, f"agents.{name}.timer{i}")(timer)
