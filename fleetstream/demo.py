@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,8 +33,9 @@ from streams.worker import installed
 class Children:
     """Child processes of the demo, each in its own group so that stopping them is exact."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
+        self.env = {**os.environ, **(env or {})}
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.args: dict[str, tuple[str, ...]] = {}
         self.restarts: dict[str, int] = {}
@@ -48,6 +50,7 @@ class Children:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=self.env,
             )
         self.procs.append((name, p))
         return p
@@ -168,7 +171,9 @@ def run_demo(settings: Settings, duration: float | None, drivers: int, console: 
         console.print(f"[dim]stack[/dim] {line}")
     for line in asyncio.run(ensure_topics(settings)):
         console.print(f"[dim]topics[/dim] {line}")
-    children = Children(settings.home / "logs")
+    # Every simulated customer and driver logs in from this machine's address: the per-address
+    # login limit (meant for guessing from one host) would refuse a demo started a few times.
+    children = Children(settings.home / "logs", {"FLEETSTREAM_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "1000000"})
     pace = pace if pace is not None else (6.0 if duration else 1.0)
     try:
         # Live path and MongoDB history in separate consumer groups: a slow store cannot delay live state.

@@ -3,17 +3,20 @@ it started is gone after."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
+import uuid
 
 import psutil
 import pytest
 
 from core.config import Settings
 from fleetstream.stack.services import port_open
-from tests.conftest import REPO
+from tests.conftest import REPO, start_group_at_end
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -21,10 +24,15 @@ pytestmark = pytest.mark.usefixtures("stack")
 def test_bounded_demo_run(stack: Settings) -> None:
     if port_open(stack.host, stack.api_port):
         pytest.skip(f"port {stack.api_port} is taken (a demo or API is already running here)")
+    # Consumer groups of its own, starting at the topics' end: the demo's workers see its city,
+    # not the records every earlier test left on the shared stack's topics.
+    app_id = f"test-demo-{uuid.uuid4().hex[:8]}"
+    for group in (app_id, f"{app_id}-store", f"{app_id}-agents"):
+        asyncio.run(start_group_at_end(stack, group))
     before = {p.pid for p in psutil.process_iter()}
     out = subprocess.run(
         [sys.executable, "-m", "fleetstream.cli", "demo", "--duration", "60", "--drivers", "200"],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
+        cwd=REPO, capture_output=True, text=True, timeout=400, env={**os.environ, "FLEETSTREAM_APP_ID": app_id},
     )  # fmt: skip
     text = " ".join((out.stdout + out.stderr).split())  # rich wraps long lines
     assert out.returncode == 0, text[-4000:]
