@@ -637,3 +637,100 @@ async def test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up(  # t
         p.stop()
         await r.aclose()
         server.kill()
+
+
+@pytest.mark.timeout(300)
+async def test_a_mongodb_crash_does_not_stop_the_store_and_loses_no_ping(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """The MongoDB server (a private FerretDB) killed with -9 under load and back 5 s later.
+
+    The store worker waits for it (its writes retry with backoff, nothing is acknowledged
+    meanwhile), never exits, and afterwards every ping is stored exactly once: writes that
+    reached the server before the kill and were retried after it are not stored twice.
+    """
+    import subprocess
+
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from fleetstream.stack.services import FerretDB
+    from schemas.track import bucket_pings
+
+    port = free_port()
+    binary = FerretDB("ferretdb", stack.mongo_port, stack).binary
+    data = tmp_path / "ferretdb"
+    data.mkdir()
+
+    def mongo_server() -> subprocess.Popen[bytes]:
+        args = [str(binary), "--listen-addr", f"127.0.0.1:{port}", "--sqlite-dir", str(data)]
+        server = subprocess.Popen(args, stdout=DEVNULL, stderr=DEVNULL)
+        assert wait_for(lambda: _mongo_answers(port), 30, 0.2)
+        return server
+
+    server = mongo_server()
+    env = {"FLEETSTREAM_AGENTS": "store", "FLEETSTREAM_MONGO_PORT": str(port), "FLEETSTREAM_HISTORY_FLUSH_S": "1"}
+    p = Pipeline(stack, tmp_path, f"test-mongo-crash-{uid}", **env)
+    drivers = [f"mc{i}-{uid}" for i in range(16)]
+    sent = dict.fromkeys(drivers, 0)
+    stop = asyncio.Event()
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    mongo = AsyncIOMotorClient(f"mongodb://127.0.0.1:{port}/", tz_aware=True)
+    db = mongo[stack.mongo_db]
+
+    async def produce() -> None:
+        clean, seq = stack.topic("telemetry.clean"), 0
+        while not stop.is_set():
+            for d in drivers:
+                await producer.send_and_wait(clean, encode(batch(d, seq, t0 + timedelta(seconds=seq), n=1)),
+                                             key=d.encode())  # fmt: skip
+                sent[d] = seq + 1
+            seq += 1
+            await asyncio.sleep(0.1)
+
+    async def stored() -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {d: [] for d in drivers}
+        fields = {"pings": 1, "fmt": 1, "driver_id": 1}
+        async for doc in db.tracks.find({"driver_id": {"$in": drivers}}, fields):
+            out[doc["driver_id"]] += [q["seq"] for q in bucket_pings(doc)]
+        return out
+
+    load = None
+    try:
+        p.start_worker()
+        load = asyncio.create_task(produce())
+        await asyncio.sleep(4)
+        server.kill()
+        server.wait(10)
+        await asyncio.sleep(5)
+        server = mongo_server()
+        await asyncio.sleep(3)
+        stop.set()
+        await load
+        want = {d: list(range(n)) for d, n in sent.items()}
+        ok = await wait_async(stored, lambda got: all(sorted(got[d]) == want[d] for d in drivers), 90)
+        got = await stored()
+        assert p.worker.popen.poll() is None, p.worker.output()[-4000:]  # never exited
+        short = {d: sorted(set(want[d]) - set(got[d]))[:8] for d in drivers if set(got[d]) != set(want[d])}
+        assert ok, (short, {d: len(got[d]) - len(set(got[d])) for d in drivers}, p.worker.output()[-2000:])
+    finally:
+        stop.set()
+        if load is not None and not load.done():
+            load.cancel()
+        p.stop()
+        mongo.close()
+        server.kill()
+
+
+def _mongo_answers(port: int) -> bool:
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=500, connectTimeoutMS=500
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
