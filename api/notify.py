@@ -123,7 +123,9 @@ class NotificationHub:
 
     async def _connect(self) -> None:
         async def attempt() -> None:
-            self._connection = await aio_pika.connect_robust(self.settings.rabbitmq_dsn)
+            self._connection = await aio_pika.connect_robust(
+                self.settings.rabbitmq_dsn, reconnect_interval=self.settings.rabbitmq_reconnect_s
+            )
             channel = await self._connection.channel()
             await channel.set_qos(prefetch_count=1000)
             self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)

@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     #: How long a step waits for an unreachable server (Redis, RabbitMQ, MongoDB restarting) before
     #: the worker stops; a restart takes seconds, and waiting replays nothing.
     server_retry_s: float = 30.0
+    #: Between reconnection attempts to RabbitMQ (aio-pika's default is 5 s: a restarted broker
+    #: went unused for up to that long after it was back).
+    rabbitmq_reconnect_s: float = Field(default=1.0, gt=0)
     #: A worker whose agent crashed exits this many seconds later even if its shutdown hangs,
     #: so that a restart-on-exit supervisor always restarts it.
     crash_exit_s: float = 5.0

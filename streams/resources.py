@@ -44,5 +44,5 @@ def db() -> AsyncIOMotorDatabase:
 async def rabbit() -> aio_pika.abc.AbstractRobustConnection:
     global _rabbit
     if _rabbit is None or _rabbit.is_closed:
-        _rabbit = await aio_pika.connect_robust(_s().rabbitmq_dsn)
+        _rabbit = await aio_pika.connect_robust(_s().rabbitmq_dsn, reconnect_interval=_s().rabbitmq_reconnect_s)
     return _rabbit

@@ -734,3 +734,94 @@ def _mongo_answers(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_rabbitmq_restart_does_not_stop_the_worker_and_locations_flow_again(  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path, producer, uid: str
+) -> None:
+    """The stack's RabbitMQ stopped under load and started again (about 10 s away).
+
+    The worker waits for it (the publish step retries with backoff), never exits, keeps live
+    state in Redis current meanwhile, and its drivers' locations reach a subscriber again once
+    RabbitMQ is back.
+    """
+    import time
+
+    import aio_pika
+    import orjson
+
+    from fleetstream.stack.manager import Stack
+    from fleetstream.stack.process import PidRecord
+    from schemas.contracts import EXCHANGE, LOCATIONS_KEY
+
+    rabbit = Stack(stack, only=["rabbitmq"])
+    record = PidRecord.read(rabbit.services[0].pid_file)
+    if record is None or not record.alive():
+        pytest.skip("this stack's RabbitMQ was not started from this checkout: not ours to restart")
+    env = {"FLEETSTREAM_AGENTS": "clean,driver_state,publish", "FLEETSTREAM_LOCATION_PUBLISH_INTERVAL_S": "0"}
+    p = Pipeline(stack, tmp_path, f"test-rabbit-restart-{uid}", **env)
+    drivers = [f"rq{i}-{uid}" for i in range(8)]
+    last = dict.fromkeys(drivers, -1)
+    stop = asyncio.Event()
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    r = Redis.from_url(stack.redis_dsn, decode_responses=True)
+
+    async def produce() -> None:
+        raw, seq = stack.topic("telemetry.raw"), 0
+        while not stop.is_set():
+            for d in drivers:
+                await producer.send_and_wait(raw, encode(batch(d, seq, t0 + timedelta(seconds=seq), n=1)),
+                                             key=d.encode())  # fmt: skip
+                last[d] = seq
+            seq += 1
+            await asyncio.sleep(0.2)
+
+    async def locations_heard(timeout: float) -> set[str]:
+        """Drivers of ours whose location a new subscriber hears within ``timeout``."""
+        conn = await aio_pika.connect(stack.rabbitmq_dsn)
+        heard: set[str] = set()
+        try:
+            ch = await conn.channel()
+            ex = await ch.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            q = await ch.declare_queue(exclusive=True)
+            await q.bind(ex, routing_key=LOCATIONS_KEY)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and heard != set(drivers):
+                msg = await q.get(fail=False)
+                if msg is None:
+                    await asyncio.sleep(0.1)
+                    continue
+                heard |= {loc["driver_id"] for loc in orjson.loads(msg.body)["locations"]} & set(drivers)
+        finally:
+            await conn.close()
+        return heard
+
+    async def seqs() -> dict[str, int]:
+        pipe = r.pipeline()
+        for d in drivers:
+            pipe.hget(driver_key(d), "seq")
+        return {d: int(s) if s is not None else -1 for d, s in zip(drivers, await pipe.execute(), strict=True)}
+
+    load = None
+    try:
+        p.start_worker()
+        load = asyncio.create_task(produce())
+        assert await locations_heard(30) == set(drivers), p.worker.output()[-3000:]
+        await asyncio.to_thread(rabbit.down)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(rabbit.up)
+        heard = await locations_heard(30)
+        assert p.worker.popen.poll() is None, p.worker.output()[-4000:]  # never exited
+        assert heard == set(drivers), (sorted(set(drivers) - heard), p.worker.output()[-3000:])
+        stop.set()
+        await load
+        assert await wait_async(seqs, lambda got: got == last, 30), (await seqs(), last)
+        assert p.worker.popen.poll() is None, p.worker.output()[-4000:]
+    finally:
+        stop.set()
+        if load is not None and not load.done():
+            load.cancel()
+        p.stop()
+        await r.aclose()
+        await asyncio.to_thread(rabbit.up)  # whatever happened, the stack is whole for the next test
