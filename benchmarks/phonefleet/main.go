@@ -35,6 +35,8 @@ type device struct {
 	id, token string
 	seq       int64
 	lat, lon  float64
+	accepted  int64 // the last seq answered 202 (with --retry every fix up to it was)
+	nAccepted int64
 }
 
 type stats struct {
@@ -44,6 +46,8 @@ type stats struct {
 	requests  atomic.Int64
 	pings     atomic.Int64
 	netErrors atomic.Int64
+	retries   atomic.Int64
+	refused   map[int]int64 // answers to attempts that were retried (status 0: no answer)
 }
 
 func (s *stats) record(code int, d time.Duration, pings int) {
@@ -66,13 +70,16 @@ func main() {
 	format := flag.String("format", "json", "json (POST /v1/telemetry) or osmand (POST /v1/osmand/{token})")
 	conns := flag.Int("conns", 256, "keep-alive connections")
 	transport := flag.String("transport", "http", "http (one POST per fix) or ws (one telemetry WebSocket per device)")
+	retry := flag.Bool("retry", false, "resend a fix not answered 202 (no answer, 429, 5xx) as it was, as a phone does")
+	grace := flag.Duration("grace", 60*time.Second, "with --retry: how long past the deadline a device keeps resending")
+	acceptedOut := flag.String("accepted", "", "file: write each device's last accepted seq and accepted count")
 	flag.Parse()
 
 	devs := readTokens(*tokens)
 	tr := &http.Transport{MaxIdleConns: *conns, MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns,
 		IdleConnTimeout: 90 * time.Second}
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	st := &stats{byStatus: map[int]int64{}}
+	st := &stats{byStatus: map[int]int64{}, refused: map[int]int64{}}
 	start := time.Now()
 	deadline := start.Add(*duration)
 	var wg sync.WaitGroup
@@ -120,6 +127,23 @@ func main() {
 						}
 						ws = nil
 					}
+				} else if *retry && *format == "json" {
+					body := jsonBody(d, n, t0, r)
+					code = send(client, *url, d, body)
+					backoff := 200 * time.Millisecond
+					for retriable(code) && time.Now().Before(deadline.Add(*grace)) {
+						st.mu.Lock()
+						st.refused[code]++
+						st.mu.Unlock()
+						st.retries.Add(1)
+						time.Sleep(backoff)
+						backoff = min(2*backoff, 2*time.Second)
+						code = send(client, *url, d, body)
+					}
+					if code == 202 {
+						d.accepted = d.seq
+						d.nAccepted += int64(n)
+					}
 				} else {
 					code = post(client, *url, *format, d, n, t0, r)
 				}
@@ -145,11 +169,25 @@ func main() {
 	for k, v := range st.byStatus {
 		codes[fmt.Sprint(k)] = v
 	}
+	refused := map[string]int64{}
+	for k, v := range st.refused {
+		refused[fmt.Sprint(k)] = v
+	}
+	if *acceptedOut != "" {
+		var b bytes.Buffer
+		for i := range devs {
+			fmt.Fprintf(&b, "%s %d %d\n", devs[i].id, devs[i].accepted, devs[i].nAccepted)
+		}
+		if err := os.WriteFile(*acceptedOut, b.Bytes(), 0o644); err != nil {
+			panic(err)
+		}
+	}
 	out := map[string]any{
 		"devices": len(devs), "elapsed_s": elapsed, "requests": st.requests.Load(),
 		"requests_per_s": float64(st.requests.Load()) / elapsed, "pings_accepted": st.pings.Load(),
 		"pings_accepted_per_s": float64(st.pings.Load()) / elapsed, "status": codes,
 		"transport": *transport, "net_errors": st.netErrors.Load(),
+		"retries": st.retries.Load(), "retried_status": refused,
 		"latency_ms": map[string]float64{"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1)},
 	}
 	json.NewEncoder(os.Stdout).Encode(out)
@@ -192,6 +230,32 @@ func post(c *http.Client, base, format string, d *device, n int, now time.Time, 
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+d.token)
 	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// retriable: no answer, too many requests, or a server error: the fix may not be stored yet.
+func retriable(code int) bool {
+	return code == 0 || code == 429 || code >= 500
+}
+
+func jsonBody(d *device, n int, now time.Time, r *rand.Rand) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"pings":`)
+	writePings(&b, d, n, now, r)
+	b.WriteString(`}`)
+	return b.Bytes()
+}
+
+func send(c *http.Client, base string, d *device, body []byte) int {
+	req, _ := http.NewRequest("POST", base+"/v1/telemetry", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+d.token)
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0
