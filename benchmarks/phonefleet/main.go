@@ -214,29 +214,15 @@ func readTokens(path string) []device {
 }
 
 func post(c *http.Client, base, format string, d *device, n int, now time.Time, r *rand.Rand) int {
-	var req *http.Request
-	if format == "osmand" {
-		d.lat += (r.Float64() - 0.5) * 1e-4
-		d.lon += (r.Float64() - 0.5) * 1e-4
-		q := fmt.Sprintf("%s/v1/osmand/%s?id=%s&timestamp=%d&lat=%.6f&lon=%.6f&speed=%.1f&bearing=%.0f&accuracy=5",
-			base, d.token, d.id, now.UnixMilli(), d.lat, d.lon, r.Float64()*20, r.Float64()*359)
-		req, _ = http.NewRequest("POST", q, nil)
-	} else {
-		var b bytes.Buffer
-		b.WriteString(`{"pings":`)
-		writePings(&b, d, n, now, r)
-		b.WriteString(`}`)
-		req, _ = http.NewRequest("POST", base+"/v1/telemetry", &b)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+d.token)
+	if format != "osmand" {
+		return send(c, base, d, jsonBody(d, n, now, r))
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	d.lat += (r.Float64() - 0.5) * 1e-4
+	d.lon += (r.Float64() - 0.5) * 1e-4
+	q := fmt.Sprintf("%s/v1/osmand/%s?id=%s&timestamp=%d&lat=%.6f&lon=%.6f&speed=%.1f&bearing=%.0f&accuracy=5",
+		base, d.token, d.id, now.UnixMilli(), d.lat, d.lon, r.Float64()*20, r.Float64()*359)
+	req, _ := http.NewRequest("POST", q, nil)
+	return do(c, req)
 }
 
 // retriable: no answer, too many requests, or a server error: the fix may not be stored yet.
@@ -256,6 +242,11 @@ func send(c *http.Client, base string, d *device, body []byte) int {
 	req, _ := http.NewRequest("POST", base+"/v1/telemetry", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+d.token)
+	return do(c, req)
+}
+
+// do sends req and returns its status (0: no answer), the body read so the connection is reused.
+func do(c *http.Client, req *http.Request) int {
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0
