@@ -2,22 +2,28 @@
 
     python -m benchmarks.chaos --devices 2000 --duration 240
 
-The phone fleet of :mod:`benchmarks.phones` (one fix per request, through an nginx of its
-own in front of ``--apis`` API processes, a live worker and a store worker), with clients
-that resend a fix not answered 202 (no answer, 429, 5xx) as it was, as phones do. While it
-runs, evenly spaced:
+On the cluster profile unless ``FLEETSTREAM_KAFKA_PROFILE=single``: the stack's three KRaft
+brokers (``fleetstream stack up --profile cluster``; started here if down, and stopped
+again after), topics at replication 3 with ``min.insync.replicas`` 2. The phone fleet of
+:mod:`benchmarks.phones` (one fix per request, ``acks=all`` idempotent producers) goes
+through an nginx of its own to ``--apis`` replicas of each API service (``--no-split``: of
+one process serving all), ``--workers`` live workers in one consumer group and the store
+worker. Clients resend a fix not answered 202 (no answer, 429, 5xx) as it was, as phones
+do. While it runs, evenly spaced:
 
-- ``worker``: ``kill -9`` of the live worker, started again 2 s later;
-- ``api``: ``kill -9`` of one API replica, started again 2 s later (nginx fails over);
-- ``redis``, ``rabbitmq``, ``ferretdb``: the stack's server stopped and started again
-  (only a stack this checkout started: ``fleetstream stack up``).
+- ``worker``: ``kill -9`` of a live worker, started again 2 s later;
+- ``api``: ``kill -9`` of a telemetry API replica, started again 2 s later (nginx fails over);
+- ``kafka``: ``kill -9`` of the broker leading most raw partitions, started again 2 s later;
+- ``redis``, ``rabbitmq``, ``ferretdb``: the stack's server stopped and started again.
 
-Then it lets the workers drain and checks every device: each fix answered 202 is in the
-history exactly once (**lost**, **duplicated**), and its live state is its last accepted
-fix (**state_behind**). Per fault: how long the server or process was away, and how long
-after it was back the live lag fell to what it was before the fault (``recovered_s``).
-Writes ``benchmarks/results/chaos-<devices>.json`` with the command. A Kafka broker's death
-needs the cluster profile (``fleetstream stack up --profile cluster``), not run here yet.
+Servers are only killed or restarted where this checkout started them. Then it lets the
+workers drain and checks every device: each fix answered 202 is in the history exactly
+once (**lost**, **duplicated**), and its live state is its last accepted fix
+(**state_behind**). Per fault: how long the server or process was away (``away_s``); from
+a kill, how long until every raw partition was processed again (``handover_s``: the
+survivors took the partitions or leaders over); from its return, the same (``resumed_s``)
+and how long until the live lag fell to its earlier level (``recovered_s``). Writes
+``benchmarks/results/chaos-<devices>.json`` with the command.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,8 +42,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+# The cluster profile (three KRaft brokers, one of them killed) unless FLEETSTREAM_KAFKA_PROFILE says
+# otherwise; set before benchmarks.telemetry reads the settings.
+os.environ.setdefault("FLEETSTREAM_KAFKA_PROFILE", "cluster")
 
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from api.services import SERVICES, ServiceName
 from benchmarks.phones import build_client, issue_tokens
 from benchmarks.telemetry import (
     ROOT,
@@ -54,25 +69,48 @@ from fleetstream.stack.nginx import render_conf
 from fleetstream.stack.process import PidRecord
 from schemas.contracts import driver_key
 
-FAULTS = ("worker", "api", "redis", "rabbitmq", "ferretdb")
+FAULTS = ("worker", "api", "kafka", "redis", "rabbitmq", "ferretdb")
 LIVE_AGENTS = "clean,driver_state,geofence,publish,eta"
 
 
 class Fleet:
-    """The processes under test, each one restartable with the command it was started with."""
+    """The processes under test, each one restartable with the command it was started with.
 
-    def __init__(self, tmp: Path, env: dict[str, str], apis: int) -> None:
+    ``split``: ``apis`` replicas of each API service (``fleetstream api --service``), as the
+    original design runs them; else ``apis`` processes serving every router. ``workers`` live
+    workers share one consumer group; the store worker has a group of its own.
+    """
+
+    def __init__(self, tmp: Path, env: dict[str, str], apis: int, workers: int, split: bool) -> None:
         self.tmp, self.env = tmp, env
-        self.api_ports = [8081 + i for i in range(apis)]
-        self.commands: dict[str, list[str]] = {
-            "worker": [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning",
-                       "--agents", LIVE_AGENTS, "--web-port", "6071"],
-            "store": [sys.executable, "-m", "fleetstream.cli", "worker", "--loglevel", "warning", "--agents", "store",
-                      "--app-id", f"{env['FLEETSTREAM_APP_ID']}-store", "--web-port", "6073"],
-            **{f"api{p}": [sys.executable, "-m", "fleetstream.cli", "api", "--port", str(p)] for p in self.api_ports},
-        }  # fmt: skip
-        self.ready = {"worker": "http://127.0.0.1:6071/ready", "store": "http://127.0.0.1:6073/ready",
-                      **{f"api{p}": f"http://127.0.0.1:{p}/readyz" for p in self.api_ports}}  # fmt: skip
+        cli = [sys.executable, "-m", "fleetstream.cli"]
+        self.commands: dict[str, list[str]] = {}
+        self.ready: dict[str, str] = {}
+        self.live = [f"worker{i + 1}" for i in range(workers)]
+        for i, name in enumerate(self.live):
+            port = 6071 + i
+            self.commands[name] = [*cli, "worker", "--loglevel", "warning", "--agents", LIVE_AGENTS,
+                                   "--web-port", str(port)]  # fmt: skip
+            self.ready[name] = f"http://127.0.0.1:{port}/ready"
+        self.commands["store"] = [*cli, "worker", "--loglevel", "warning", "--agents", "store",
+                                  "--app-id", f"{env['FLEETSTREAM_APP_ID']}-store", "--web-port", "6070"]  # fmt: skip
+        self.ready["store"] = "http://127.0.0.1:6070/ready"
+        self.upstreams: dict[ServiceName, list[str]] = {name: [] for name in SERVICES}
+        self.telemetry_apis: list[str] = []  # the replicas that take the phones' fixes
+        groups: list[tuple[str, list[ServiceName]]] = (
+            [(name, [name]) for name in SERVICES] if split else [("all", list(SERVICES))]
+        )
+        port = 8081
+        for label, served in groups:
+            for i in range(apis):
+                name = f"{label}{i + 1}"
+                self.commands[name] = [*cli, "api", "--port", str(port), "--service", label]
+                self.ready[name] = f"http://127.0.0.1:{port}/readyz"
+                for service in served:
+                    self.upstreams[service].append(f"127.0.0.1:{port}")
+                if "telemetry" in served:
+                    self.telemetry_apis.append(name)
+                port += 1
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.starts: dict[str, int] = {}
 
@@ -105,23 +143,100 @@ def ours(service: str) -> bool:
     return record is not None and record.alive()
 
 
-async def inject(fault: str, fleet: Fleet) -> dict[str, Any]:
-    """Do one fault; returns when what it took away is back, with how long that was."""
+async def busiest_broker(admin: AIOKafkaAdminClient) -> int:
+    """The node that leads most partitions of the raw topic: killing it moves the most leaders."""
+    (described,) = await admin.describe_topics([T_RAW])
+    leaders = [p["leader"] for p in described["partitions"]]
+    return max(set(leaders), key=leaders.count)
+
+
+async def committed(admin: AIOKafkaAdminClient, group: str) -> dict[int, int] | None:
+    """The live group's committed offset per raw partition, or None while Kafka does not answer."""
+    tps = [TopicPartition(T_RAW, p) for p in range(S.telemetry_partitions)]
+    try:
+        offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group, partitions=tps), 5)
+    except Exception:  # a broker or the group coordinator is moving: ask again
+        return None
+    return {tp.partition: (offsets[tp].offset if tp in offsets else -1) for tp in tps}
+
+
+async def progress_after(admin: AIOKafkaAdminClient, group: str, timeout: float) -> float | list[int]:
+    """Seconds until every raw partition's committed offset moved past where it is now.
+
+    Under load every partition has records waiting, so this is when processing (and its
+    commit, every ``commit_interval_s``) had resumed on all of them. After ``timeout``: the
+    partitions that had not moved.
+    """
     t0 = time.monotonic()
-    if fault == "worker" or fault == "api":
-        name = "worker" if fault == "worker" else f"api{fleet.api_ports[-1]}"
+    start = None
+    while start is None and time.monotonic() - t0 < timeout:
+        start = await committed(admin, group)
+    if start is None:
+        return list(range(S.telemetry_partitions))
+    stalled = sorted(start)
+    while time.monotonic() - t0 < timeout:
+        now = await committed(admin, group)
+        if now is not None:
+            stalled = [p for p in stalled if now[p] <= start[p]]
+            if not stalled:
+                return round(time.monotonic() - t0, 1)
+        await asyncio.sleep(0.25)
+    return stalled
+
+
+def timed(key: str, outcome: float | list[int]) -> dict[str, Any]:
+    """``{key: seconds}``, or ``{key: None, key_stalled: partitions}`` when some never moved."""
+    if isinstance(outcome, list):
+        return {key: None, f"{key.removesuffix('_s')}_stalled": outcome}
+    return {key: outcome}
+
+
+async def inject(fault: str, fleet: Fleet, admin: AIOKafkaAdminClient, group: str) -> dict[str, Any]:
+    """Do one fault; returns when what it took away is back, with how long that was.
+
+    For a process or broker killed, also how long until every partition was processed again
+    (``handover_s``, from the kill: the survivors took the dead one's partitions or leaders).
+    """
+    t0 = time.monotonic()
+    result: dict[str, Any] = {"fault": fault}
+    handover: asyncio.Task[float | list[int]] | None = None
+    if fault in ("worker", "api"):
+        name = fleet.live[-1] if fault == "worker" else fleet.telemetry_apis[-1]
         fleet.kill(name)
+        if fault == "worker":
+            handover = asyncio.create_task(progress_after(admin, group, 60))
         await asyncio.sleep(2)
         fleet.start(name)
         await asyncio.to_thread(fleet.wait_ready, name)
+        result["process"] = name
     else:
-        if not ours(fault):
+        service = f"kafka-{await busiest_broker(admin)}" if fault == "kafka" else fault
+        if not ours(service):
             return {"fault": fault, "skipped": "the stack's server was not started from this checkout"}
-        stack = Stack(S, only=[fault])
-        await asyncio.to_thread(stack.down)
+        stack = Stack(S, only=[service])
+        if fault == "kafka":  # kill -9: no controlled shutdown, the leaders move only when it is missed
+            record = PidRecord.read(stack.services[0].pid_file)
+            assert record is not None
+            os.kill(record.pid, signal.SIGKILL)
+            handover = asyncio.create_task(progress_after(admin, group, 60))
+        else:
+            await asyncio.to_thread(stack.down)
         await asyncio.sleep(2)
         await asyncio.to_thread(stack.up)
-    return {"fault": fault, "away_s": round(time.monotonic() - t0, 1)}
+        result["server"] = service
+    result["away_s"] = round(time.monotonic() - t0, 1)
+    if handover is not None:
+        result |= timed("handover_s", await handover)
+    return result
+
+
+async def topic_durability(admin: AIOKafkaAdminClient) -> dict[str, Any]:
+    """The raw topic's replicas per partition and ``min.insync.replicas``, as the brokers report them."""
+    (described,) = await admin.describe_topics([T_RAW])
+    (configs,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, T_RAW)])
+    entries = {c[0]: c[1] for c in configs.resources[0][4]}
+    replicas = sorted({len(p["replicas"]) for p in described["partitions"]})
+    return {"brokers": len(S.kafka_nodes), "replicas": replicas, "min_insync": int(entries["min.insync.replicas"])}
 
 
 async def verify(app_db: str, accepted: dict[str, tuple[int, int]]) -> dict[str, Any]:
@@ -181,22 +296,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     app_id = f"chaos-{uuid.uuid4().hex[:6]}"
     db_name = f"bench_{app_id.replace('-', '_')}"
     env = {"FLEETSTREAM_APP_ID": app_id, "FLEETSTREAM_MONGO_DB": db_name, "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "300",
-           "FLEETSTREAM_WORKER_WEB_PORT": "6071"}  # fmt: skip
+           "FLEETSTREAM_KAFKA_PROFILE": S.kafka_profile}  # fmt: skip
     from streams.topics import ensure_topics
 
+    cluster = Stack(S, only=[f"kafka-{n}" for n, _, _ in S.kafka_nodes]) if S.kafka_profile == "cluster" else None
+    started_cluster: list[str] = []
+    if cluster is not None:  # the stack's 3 KRaft nodes (fleetstream stack up --profile cluster), if not up yet
+        started_cluster = [st.name for st in cluster.status() if st.state == "stopped"]
+        await asyncio.to_thread(cluster.up)
     await ensure_topics(S)
     topics = project_topics()
     await commit_end_offsets(app_id, topics)
     await commit_end_offsets(f"{app_id}-store", topics)
-    fleet = Fleet(tmp, env, args.apis)
+    fleet = Fleet(tmp, env, args.apis, args.workers, split=args.split)
     for name in fleet.commands:
         fleet.start(name)
     nginx_dir = tmp / "nginx"
     nginx_dir.mkdir(exist_ok=True)
     conf = nginx_dir / "nginx.conf"
-    front = S.model_copy(update={"api_port": fleet.api_ports[0], "api_replicas": args.apis,
-                                 "nginx_port": args.nginx_port, "nginx_client_rate": 1_000_000})  # fmt: skip
-    conf.write_text(render_conf(front, nginx_dir, nginx_dir))
+    front = S.model_copy(update={"nginx_port": args.nginx_port, "nginx_client_rate": 1_000_000})
+    conf.write_text(render_conf(front, nginx_dir, nginx_dir, fleet.upstreams))
     nginx = spawn(["nginx", "-p", str(nginx_dir), "-c", str(conf), "-g", "daemon off;"], {}, tmp / "nginx.log")
     url = f"http://127.0.0.1:{args.nginx_port}"
     admin = AIOKafkaAdminClient(bootstrap_servers=S.kafka_servers)
@@ -210,6 +329,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tokfile, accepted_file = tmp / "tokens.txt", tmp / "accepted.txt"
         tokfile.write_text("".join(f"{d} {tokens[d]}\n" for d in ids))
         await admin.start()
+        kafka = await topic_durability(admin)
         cmd = [str(client), "--url", url, "--tokens", str(tokfile), "--duration", f"{args.duration}s",
                "--period-min", f"{args.period_min}s", "--period-max", f"{args.period_max}s", "--catchup", "0",
                "--retry", "--grace", "90s", "--accepted", str(accepted_file)]  # fmt: skip
@@ -219,8 +339,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async def sample() -> None:
             while True:
-                lag = await group_lag(admin, app_id, T_RAW)
-                samples.append({"t": round(time.monotonic() - t0, 1), "lag_raw": lag})
+                try:
+                    lag = await asyncio.wait_for(group_lag(admin, app_id, T_RAW), 10)
+                except Exception:  # a broker is down, its partitions' leaders moving: the next sample
+                    lag = None
+                if lag is not None:
+                    samples.append({"t": round(time.monotonic() - t0, 1), "lag_raw": lag})
                 await asyncio.sleep(1)
 
         sampler = asyncio.create_task(sample())
@@ -231,8 +355,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
             before = [s["lag_raw"] for s in samples[-5:]] or [0]
             baseline = statistics.median(before) + args.devices  # a second of fixes over the usual
-            result = await inject(fault, fleet)
+            result = await inject(fault, fleet, admin, app_id)
             if "skipped" not in result:
+                # From the server or process being back: every partition processed again.
+                result |= timed("resumed_s", await progress_after(admin, app_id, max(10.0, spacing - 5)))
 
                 async def recovered(baseline: float = baseline) -> bool:
                     return bool(samples) and samples[-1]["lag_raw"] <= baseline
@@ -259,7 +385,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         checked = await verify(db_name, accepted)
         return {
             "devices": args.devices,
-            "apis": args.apis,
+            "kafka_profile": S.kafka_profile,
+            "kafka": kafka,
+            "api_processes": [n for n in fleet.commands if n not in fleet.live and n != "store"],
+            "live_workers": len(fleet.live),
             "duration_s": args.duration,
             "faults": faults,
             "loadgen": loadgen,
@@ -275,11 +404,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fleet.stop_all()
         nginx.terminate()
         nginx.wait(10)
-        for svc in ("redis", "rabbitmq", "ferretdb"):
+        for svc in ("redis", "rabbitmq", "ferretdb", *([s.name for s in cluster.services] if cluster else [])):
             if not ours(svc):
                 continue
             await asyncio.to_thread(Stack(S, only=[svc]).up)  # whatever happened, the stack is whole again
         await drop_app_topics(app_id, f"{app_id}-store")
+        if cluster is not None and started_cluster:
+            await asyncio.to_thread(Stack(S, only=started_cluster).down)  # as it found them
         from motor.motor_asyncio import AsyncIOMotorClient
 
         mongo = AsyncIOMotorClient(S.mongo_dsn)
@@ -293,7 +424,11 @@ async def main() -> None:
     ap.add_argument("--duration", type=float, default=240)
     ap.add_argument("--period-min", type=float, default=1)
     ap.add_argument("--period-max", type=float, default=5)
-    ap.add_argument("--apis", type=int, default=2)
+    ap.add_argument("--apis", type=int, default=2, help="replicas of each API service")
+    ap.add_argument("--split", action=argparse.BooleanOptionalAction, default=True,
+                    help="one process per API service (auth, bookings, telemetry, notifications); "
+                    "--no-split: processes that serve every router")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=2, help="live workers in the one consumer group")
     ap.add_argument("--nginx-port", type=int, default=8090)
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, in order, of {', '.join(FAULTS)}")
     ap.add_argument("--history-wait", type=float, default=15)

@@ -1,8 +1,14 @@
-"""The chaos benchmark, short: faults one after another under the phone-fleet load, nothing lost."""
+"""The chaos benchmark, short, on the cluster profile: faults one after another under the phone-fleet load.
+
+Three KRaft brokers (the stack's ``--profile cluster`` nodes, started by the benchmark when
+down), two replicas of each API service behind nginx, two live workers in one group and
+the store worker.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +23,34 @@ pytestmark = pytest.mark.usefixtures("stack")
 
 @pytest.mark.timeout(600)
 def test_faults_under_load_lose_and_duplicate_nothing(stack: Settings, tmp_path: Path) -> None:
-    """A live worker and an API replica killed with -9, Redis, RabbitMQ and MongoDB restarted.
+    """A live worker, an API replica and the busiest Kafka broker killed with -9; Redis, RabbitMQ, MongoDB restarted.
 
     Phones resend what was not answered 202. Every fix answered 202 is in the history exactly
-    once and every device's live state is its last accepted fix. The servers are restarted
-    only where this checkout started the stack (the benchmark reports the others skipped).
+    once and every device's live state is its last accepted fix; after each fault every
+    partition is processed again. The servers are restarted only where this checkout started
+    them (the benchmark reports the others skipped).
     """
     out_file = tmp_path / "chaos.json"
-    args = ["--devices", "300", "--duration", "80", "--history-wait", "10", "--out", str(out_file),
-            "--faults", "worker,api,redis,rabbitmq,ferretdb"]  # fmt: skip
+    args = ["--devices", "300", "--duration", "100", "--history-wait", "10", "--out", str(out_file)]
+    env = {**os.environ, "FLEETSTREAM_KAFKA_PROFILE": "cluster"}
     run = subprocess.run([sys.executable, "-m", "benchmarks.chaos", *args], cwd=REPO, capture_output=True,
-                         text=True, timeout=540)  # fmt: skip
+                         text=True, timeout=540, env=env)  # fmt: skip
     assert out_file.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out_file.read_text())
+    assert result["kafka"] == {"brokers": 3, "replicas": [3], "min_insync": 2}, result["kafka"]
+    assert result["live_workers"] == 2
+    for service in ("telemetry", "bookings", "auth", "notifications"):
+        assert {f"{service}1", f"{service}2"} <= set(result["api_processes"]), result["api_processes"]
     assert result["pings_accepted"] > 300 * 10, result["loadgen"]
     checked = {k: result[k] for k in ("lost", "duplicated", "state_behind", "examples")}
     assert checked == {"lost": 0, "duplicated": 0, "state_behind": 0, "examples": {}}, (checked, result["faults"])
-    done = [f for f in result["faults"] if "skipped" not in f]
-    assert {f["fault"] for f in done} >= {"worker", "api"}, result["faults"]
-    assert all(f["recovered_s"] is not None for f in done), result["faults"]  # the lag came back down
+    done = {f["fault"]: f for f in result["faults"] if "skipped" not in f}
+    assert set(done) >= {"worker", "api"}, result["faults"]
+    for fault in done.values():
+        assert fault["resumed_s"] is not None, fault  # every partition processed again after it
+        assert fault["recovered_s"] is not None, fault  # and the lag came back down
+    for fault in ("worker", "kafka"):  # the survivors took the dead one's partitions (or leaders)
+        if fault in done:
+            assert done[fault]["handover_s"] is not None, done[fault]
     assert result["lag_zero_after_load_s"] is not None, result
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

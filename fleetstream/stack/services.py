@@ -406,6 +406,11 @@ class Kafka(Service):
                     f"default.replication.factor={rf}",
                     f"min.insync.replicas={isr}",
                     "unclean.leader.election.enable=false",  # a lagging replica never becomes leader: no acked loss
+                    # A broker killed without a goodbye is fenced (its partitions' leaders move) once the
+                    # controllers miss its heartbeats this long: Kafka's 9 s held every produce to its
+                    # partitions that long (chaos: 9.1 s until every partition was processed again).
+                    "broker.session.timeout.ms=3000",
+                    "broker.heartbeat.interval.ms=500",
                     f"offsets.topic.replication.factor={rf}",
                     "offsets.topic.num.partitions=8",
                     f"transaction.state.log.replication.factor={rf}",
