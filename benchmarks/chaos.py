@@ -11,7 +11,7 @@ one process serving all), ``--workers`` live workers in one consumer group and t
 worker. Clients resend a fix not answered 202 (no answer, 429, 5xx) as it was, as phones
 do. While it runs, evenly spaced:
 
-- ``worker``: ``kill -9`` of a live worker, started again 2 s later;
+- ``worker``: ``kill -9`` of a live worker, started again once the other serves its partitions;
 - ``api``: ``kill -9`` of a telemetry API replica, started again 2 s later (nginx fails over);
 - ``kafka``: ``kill -9`` of the broker leading most raw partitions, started again 2 s later;
 - ``redis``, ``rabbitmq``, ``ferretdb``: the stack's server stopped and started again.
@@ -21,8 +21,9 @@ workers drain and checks every device: each fix answered 202 is in the history e
 once (**lost**, **duplicated**), and its live state is its last accepted fix
 (**state_behind**). Per fault: how long the server or process was away (``away_s``); from
 a kill, how long until every raw partition was processed again (``handover_s``: the
-survivors took the partitions or leaders over); from its return, the same (``resumed_s``)
-and how long until the live lag fell to its earlier level (``recovered_s``). Writes
+survivors took the partitions or leaders over); how long a restarted process took to be
+ready (``ready_s``); from its return, how long until every partition was processed again
+(``resumed_s``) and until the live lag fell to its earlier level (``recovered_s``). Writes
 ``benchmarks/results/chaos-<devices>.json`` with the command.
 """
 
@@ -194,21 +195,31 @@ def timed(key: str, outcome: float | list[int]) -> dict[str, Any]:
 async def inject(fault: str, fleet: Fleet, admin: AIOKafkaAdminClient, group: str) -> dict[str, Any]:
     """Do one fault; returns when what it took away is back, with how long that was.
 
-    For a process or broker killed, also how long until every partition was processed again
-    (``handover_s``, from the kill: the survivors took the dead one's partitions or leaders).
+    For a worker or broker killed, also how long until every partition was processed again
+    (``handover_s``, from the kill: the survivors took the dead one's partitions or leaders),
+    and for a process how long its restart took to be ready (``ready_s``).
     """
     t0 = time.monotonic()
     result: dict[str, Any] = {"fault": fault}
     handover: asyncio.Task[float | list[int]] | None = None
-    if fault in ("worker", "api"):
-        name = fleet.live[-1] if fault == "worker" else fleet.telemetry_apis[-1]
+    if fault == "worker":
+        # It stays dead until the survivors serve its partitions, so that handover_s is theirs
+        # alone (a restart meanwhile joins the same rebalance); then it rejoins.
+        name = fleet.live[-1]
         fleet.kill(name)
-        if fault == "worker":
-            handover = asyncio.create_task(progress_after(admin, group, 60))
-        await asyncio.sleep(2)
+        result |= timed("handover_s", await progress_after(admin, group, 40))
+        t_start = time.monotonic()
         fleet.start(name)
         await asyncio.to_thread(fleet.wait_ready, name)
-        result["process"] = name
+        result |= {"process": name, "ready_s": round(time.monotonic() - t_start, 1)}
+    elif fault == "api":
+        name = fleet.telemetry_apis[-1]
+        fleet.kill(name)
+        await asyncio.sleep(2)
+        t_start = time.monotonic()
+        fleet.start(name)
+        await asyncio.to_thread(fleet.wait_ready, name)
+        result |= {"process": name, "ready_s": round(time.monotonic() - t_start, 1)}
     else:
         service = f"kafka-{await busiest_broker(admin)}" if fault == "kafka" else fault
         if not ours(service):
