@@ -160,6 +160,43 @@ def test_the_compose_file_loads_and_runs_each_service_apart(tmp_path: Path) -> N
     assert all(f"server api-{name}:8000" in conf for name in SERVICES)  # nginx reaches them by these names
 
 
+def test_the_compose_cluster_file_runs_the_cluster_profiles_processes(tmp_path: Path) -> None:
+    """The cluster file over the base: 3 KRaft nodes, a 3-member replica set (w=majority), every app on them."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.cluster.yml")]
+    out = subprocess.run([_tool("docker-compose"), *files, "config", "--format", "json"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    kafka = [services[n]["environment"] for n in ("kafka", "kafka-2", "kafka-3")]
+    assert sorted(e["KAFKA_NODE_ID"] for e in kafka) == ["1", "2", "3"]
+    assert len({e["CLUSTER_ID"] for e in kafka}) == 1  # one cluster, formatted alike
+    for e in kafka:
+        voters = e["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+        assert voters == ["1@kafka:9093", "2@kafka-2:9093", "3@kafka-3:9093"], voters
+        assert e["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3" and e["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert e["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"  # the base's 1 is overridden
+    members = [services[n] for n in ("mongo", "mongo-2", "mongo-3")]
+    assert all(m["command"][m["command"].index("--replSet") + 1] == "rs0" for m in members)
+    assert len({m["volumes"][0]["source"] for m in members}) == 3  # each member its own data
+    init = " ".join(services["mongo-init"]["command"])
+    assert all(f"{h}:27017" in init for h in ("mongo", "mongo-2", "mongo-3")) and "rs.initiate" in init
+    apps = ["topics", "worker", "store", *(f"api-{name}" for name in SERVICES)]
+    for name in apps:
+        env = services[name]["environment"]
+        assert env["FLEETSTREAM_KAFKA_BOOTSTRAP"].split(",") == ["kafka:9092", "kafka-2:9092", "kafka-3:9092"]
+        assert (env["FLEETSTREAM_TOPIC_REPLICATION"], env["FLEETSTREAM_TOPIC_MIN_INSYNC"]) == ("3", "2")
+        url = urlsplit(env["FLEETSTREAM_MONGO_URL"])
+        assert url.netloc.split(",") == ["mongo:27017", "mongo-2:27017", "mongo-3:27017"]
+        assert parse_qs(url.query) == {"replicaSet": ["rs0"], "w": ["majority"]}
+        assert services[name]["depends_on"]["mongo-init"]["condition"] == "service_completed_successfully"
+    # The cluster profile's process set: two live workers, the store, two replicas of each API service.
+    assert services["worker"]["deploy"]["replicas"] == 2 and "store" in services["store"]["command"]
+    assert all(services[f"api-{name}"]["deploy"]["replicas"] == 2 for name in SERVICES)
+
+
 def test_the_compose_monitoring_profile_scrapes_every_process(tmp_path: Path) -> None:
     """``--profile monitoring``: Prometheus with the alerts, Grafana with the dashboard, every mount present."""
     import json
