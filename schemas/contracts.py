@@ -207,3 +207,49 @@ def driver_geofence_key(driver_id: str) -> str:
 def zone_key(zone_id: str, kind: str) -> str:
     """A zone's enter/exit/dwell events."""
     return f"zone.{zone_id}.{kind}"
+
+
+# --- MongoDB collections -----------------------------------------------------------------
+
+#: A shard key: fields in order, each hashed or ranged (ascending).
+ShardKey = tuple[tuple[str, Literal["hashed", 1]], ...]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A MongoDB collection, and how it is spread over the shards of a sharded cluster.
+
+    ``shard_key`` ``None``: unsharded (small, lives on the database's primary shard). Every
+    read of a sharded one names its shard key's first field, so mongos sends it only to the
+    shards holding that value, except the ``broadcast`` shapes (a query whose fields are all
+    among them), each said why; every update, upsert and insert names the whole key
+    (MongoDB refuses an upsert without it).
+    ``tests/test_shard_keys.py`` records what the code sends and checks both; the init job
+    of ``deploy/k8s/mongodb.yaml`` shards exactly these.
+    """
+
+    name: str
+    shard_key: ShardKey | None
+    why: str
+    broadcast: tuple[frozenset[str], ...] = ()
+
+
+COLLECTIONS = (
+    Collection("tracks", (("_id", "hashed"),),
+               "the largest: a bucket per driver batch; read by _id through the Redis bucket directory "
+               "(streams/track_index.py), so hashed _id spreads writes and keeps every read on one shard",
+               # Only when Redis lost a driver's directory: the driver's range, from every shard.
+               broadcast=(frozenset({"driver_id", "first_seq", "last_seq", "t0", "t1"}),)),
+    Collection("drivers", (("_id", "hashed"),), "latest state per driver, upserted at ping rate by _id"),
+    Collection("geofence_events", (("zone_id", "hashed"), ("at", 1)),
+               "read per zone, newest first; a busy zone's events split by time"),
+    Collection("bookings", (("_id", "hashed"),),
+               "read and written by booking id",
+               # The lists: a customer's, a driver's, or (staff) all bookings, newest first, merged from every shard.
+               broadcast=(frozenset({"customer_id", "driver_id", "status"}),)),
+    Collection("booking_events", (("booking_id", "hashed"),), "a booking's timeline, read per booking"),
+    Collection("users", None, "small; looked up by email (a unique index needs the shard key)"),
+    Collection("refresh_tokens", None, "small; a token family is revoked at once"),
+    Collection("devices", None, "one per phone; listed per driver"),
+    Collection("zones", None, "small; every worker loads all of them"),
+)  # fmt: skip

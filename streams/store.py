@@ -75,6 +75,17 @@ async def isolated(rt: Runtime, name: str, records: Sequence[EventT],
     await isolate(records, faulty(rt.settings, name, write), dead, rt.settings.server_retry_s, name)
 
 
+def geofence_doc(e: GeofenceEvent) -> dict[str, Any]:
+    """A fence event once, by its event id (``geofence_events``)."""
+    return {**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id)}
+
+
+def booking_event_doc(e: BookingEvent) -> dict[str, Any]:
+    """A booking transition once, by its event id (``booking_events``)."""
+    return {**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id),
+            "booking_id": str(e.booking_id), "command_id": str(e.command_id)}  # fmt: skip
+
+
 def booking_doc(e: BookingEvent) -> dict[str, Any]:
     doc = e.model_dump(mode="python", exclude={"event_id", "type", "schema_version", "occurred_at", "command_id"})
     doc["booking_id"] = str(e.booking_id)
@@ -178,11 +189,7 @@ def install(rt: Runtime) -> None:
         sink = InsertOnceSink(resources.db(), "geofence_events")
 
         async def write(records: Sequence[EventT]) -> None:
-            await sink.write([
-                {**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id)}
-                for e in (r.value for r in records)
-                if isinstance(e, GeofenceEvent)
-            ])  # fmt: skip
+            await sink.write([geofence_doc(e) for e in (r.value for r in records) if isinstance(e, GeofenceEvent)])
 
         async for records in batches(stream, 500, 0.2):
             RECORDS.labels("store_geofence_events").inc(len(records))
@@ -196,9 +203,7 @@ def install(rt: Runtime) -> None:
 
         async def write(records: Sequence[EventT]) -> None:
             mine = [e for e in (r.value for r in records) if isinstance(e, BookingEvent)]
-            await history.write([{**e.model_dump(mode="python", exclude={"event_id"}), "_id": str(e.event_id),
-                                  "booking_id": str(e.booking_id), "command_id": str(e.command_id)}
-                                 for e in mine])  # fmt: skip
+            await history.write([booking_event_doc(e) for e in mine])
             await latest.write([booking_doc(e) for e in mine])
 
         async for records in batches(stream, 500, 0.2):
