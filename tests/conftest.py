@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings, get_settings
+from fleetstream.stack.containers import IMAGES, Running, Servers, choose, settings_env
 from fleetstream.stack.process import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +39,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The servers of this run: the local launcher's, or containers of the official images where a
+# Docker engine answers (FLEETSTREAM_TEST_SERVERS forces either; fleetstream/stack/containers.py).
+SERVERS: Servers = "local"
+_CONTAINERS: Running | None = None
+_WHY = ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global SERVERS, _CONTAINERS, _WHY
+    SERVERS, _WHY = choose(os.environ)
+    if SERVERS == "containers":
+        ports = {name: free_port() for name in ("kafka", "redis", "rabbitmq", "mongo")}
+        _CONTAINERS = Running(ports)
+        _CONTAINERS.start()
+        os.environ.update(settings_env(ports, int(os.environ["FLEETSTREAM_REDIS_DB"])))  # children inherit it
+        get_settings.cache_clear()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CONTAINERS is not None:
+        _CONTAINERS.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if SERVERS == "containers":
+        return f"servers: containers of {', '.join(IMAGES)}, MongoDB a replica set ({_WHY})"
+    return f"servers: the local launcher's (Kafka from Maven jars, FerretDB, Redis, RabbitMQ, nginx) ({_WHY})"
+
+
+@pytest.fixture
+def launcher() -> None:
+    """For tests that restart the launcher's own servers or run it (``fleetstream stack``, the demo)."""
+    if SERVERS != "local":
+        pytest.skip("restarts or runs the local launcher's servers; this run uses containers")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses the shared stack is marked ``stack``: ``pytest -m "not stack"`` runs the others."""
     for item in items:
@@ -56,7 +93,8 @@ def stack(settings: Settings) -> Iterator[Settings]:
     from fleetstream.stack import Stack
     from streams.topics import ensure_topics
 
-    Stack(settings).up()
+    if SERVERS == "local":
+        Stack(settings).up()
     asyncio.run(ensure_topics(settings))
     yield settings
     if settings.mongo_db.startswith("test_"):

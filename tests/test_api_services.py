@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -26,7 +27,10 @@ from core.config import Settings
 from fleetstream.stack.nginx import render_conf
 from tests.conftest import Proc, _status, bearer, free_port, wait_for
 
-pytestmark = pytest.mark.usefixtures("stack")
+pytestmark = [
+    pytest.mark.usefixtures("stack"),
+    pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx binary on this machine"),
+]
 
 
 class Split:

@@ -18,7 +18,7 @@ import pytest
 from core.config import Settings
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.usefixtures("stack")
+pytestmark = pytest.mark.usefixtures("stack", "launcher")
 
 
 @pytest.mark.timeout(600)

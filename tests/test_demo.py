@@ -18,7 +18,7 @@ from core.config import Settings
 from fleetstream.stack.services import port_open
 from tests.conftest import REPO, start_group_at_end
 
-pytestmark = pytest.mark.usefixtures("stack")
+pytestmark = pytest.mark.usefixtures("stack", "launcher")
 
 
 def test_bounded_demo_run(stack: Settings) -> None:

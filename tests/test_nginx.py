@@ -10,6 +10,7 @@ closed connection, and an unrelated client got a 502.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ from core.config import Settings
 from fleetstream.stack.nginx import render_conf
 from tests.conftest import Proc, _status, free_port, wait_for
 
-pytestmark = pytest.mark.usefixtures("stack")
+pytestmark = [
+    pytest.mark.usefixtures("stack"),
+    pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx binary on this machine"),
+]
 
 
 async def test_a_failing_request_does_not_fail_another_clients_request(stack: Settings, tmp_path: Path) -> None:

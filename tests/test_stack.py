@@ -13,6 +13,8 @@ from fleetstream.stack import Stack
 from fleetstream.stack.process import PidRecord
 from tests.conftest import free_port, wait_for
 
+pytestmark = pytest.mark.usefixtures("launcher")  # the launcher itself: tested where it is the run's servers
+
 
 def test_every_service_is_healthy(stack: Settings) -> None:
     statuses = {s.name: s for s in Stack(stack).status()}
