@@ -294,8 +294,11 @@ async def verify(app_db: str, accepted: dict[str, tuple[int, int]]) -> dict[str,
 async def wait_until(check: Callable[[], Any], timeout: float, every: float = 1.0) -> float | None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if await check():
-            return round(time.monotonic() - t0, 1)
+        try:
+            if await asyncio.wait_for(check(), 10):
+                return round(time.monotonic() - t0, 1)
+        except Exception:  # Kafka not answering for a moment (a restarted broker's connection): ask again
+            pass
         await asyncio.sleep(every)
     return None
 
