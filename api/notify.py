@@ -101,6 +101,126 @@ SOCKETS = Gauge("fleetstream_notify_sockets", "Notification sockets subscribed (
 DROPPED = Counter("fleetstream_notify_dropped_total", "Notification sockets dropped for reading too slowly")
 
 
+BINDS = Counter("fleetstream_notify_binds_total", "Routing patterns bound on this process's queue (batched)")
+
+
+class Binder:
+    """The queue's bindings, reference-counted, sent in batches on a channel of their own.
+
+    A bind was one RabbitMQ round trip, one after another under a lock: 10,000 sockets
+    connecting at once were all subscribed only 22 s later (``benchmarks/notify.py``). Now
+    every bind requested meanwhile goes out pipelined (AMQP's no-wait), closed by one that
+    waits: a channel's methods are applied in order, so its reply means all are in place,
+    and each waiting socket is then subscribed. Unbinding a pattern no socket uses any more
+    (``queue.unbind`` always waits) runs only when no bind is waiting, and a pattern wanted
+    again before its unbind went out simply stays bound. One task sends everything on one
+    channel, so a pattern's bind and unbind reach the broker in the order they were asked.
+    """
+
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        self.channel: aio_pika.abc.AbstractChannel | None = None
+        self.refs: dict[str, int] = defaultdict(int)
+        self.bound: set[str] = set()
+        self._binds: dict[str, asyncio.Future[None]] = {}  # requested, not yet confirmed
+        self._unbinds: dict[str, None] = {}  # an ordered set: unused patterns, unbound when idle
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def acquire(self, patterns: list[str], timeout: float = 10.0) -> None:
+        """Once it returns, messages for every pattern reach the queue; TimeoutError if they could not be bound."""
+        waits: list[asyncio.Future[None]] = []
+        for p in patterns:
+            self.refs[p] += 1
+            self._unbinds.pop(p, None)  # wanted again before its unbind went out: it stays bound
+            if p in self.bound:
+                continue
+            fut = self._binds.get(p)
+            if fut is None:
+                fut = self._binds[p] = asyncio.get_running_loop().create_future()
+                self._wake.set()
+            waits.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(f) for f in waits)), timeout)
+        except BaseException:
+            self.release(patterns)
+            raise
+
+    def release(self, patterns: list[str]) -> None:
+        for p in patterns:
+            self.refs[p] -= 1
+            if self.refs[p] <= 0:
+                del self.refs[p]
+                if p in self.bound:
+                    self._unbinds[p] = None
+                    self._wake.set()
+
+    def lost(self) -> None:
+        """The broker's queue is new (a reconnect): bind again whatever a socket still uses."""
+        self._unbinds.clear()
+        self.bound.clear()
+        for p in self.refs:
+            if p not in self._binds:
+                self._binds[p] = asyncio.get_running_loop().create_future()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._binds or self._unbinds:
+                try:
+                    await (self._bind_batch() if self._binds else self._unbind_one())
+                    delay = 0.2
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the channel is closed (RabbitMQ away): try again, the sockets wait
+                    log.warning("notification hub: binding failed (%s); retry in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _bind_batch(self) -> None:
+        assert self.channel is not None
+        batch, self._binds = self._binds, {}
+        ch = await self.channel.get_underlay_channel()
+        try:
+            *pipelined, last = batch
+            for p in pipelined:
+                await ch.queue_bind(self.queue_name, EXCHANGE, routing_key=p, nowait=True)
+            await ch.queue_bind(self.queue_name, EXCHANGE, routing_key=last)
+        except BaseException:
+            self._binds = {**batch, **self._binds}  # not sent or not confirmed: _run sends them again
+            raise
+        self.bound.update(batch)
+        BINDS.inc(len(batch))
+        for p, fut in batch.items():
+            if not fut.done():
+                fut.set_result(None)
+            if p not in self.refs:  # its sockets left (or gave up) while it was being bound
+                self._unbinds[p] = None
+
+    async def _unbind_one(self) -> None:
+        assert self.channel is not None
+        p = next(iter(self._unbinds))
+        del self._unbinds[p]
+        if p in self.refs or p not in self.bound:
+            return
+        self.bound.discard(p)
+        ch = await self.channel.get_underlay_channel()
+        await ch.queue_unbind(self.queue_name, EXCHANGE, routing_key=p)
+
+
 class NotificationHub:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -108,13 +228,12 @@ class NotificationHub:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
-        self._bound: dict[str, int] = defaultdict(int)
+        self._binder = Binder(self.queue_name)
         self._subscribers: set[Subscriber] = set()
         # Routing index: "scope.id.#" patterns by their two literal words (one dict lookup per
         # message, whatever the number of sockets); any other pattern is matched one by one.
         self._by_prefix: dict[tuple[str, str], set[Subscriber]] = defaultdict(set)
         self._other: dict[Subscriber, list[str]] = {}
-        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -131,6 +250,10 @@ class NotificationHub:
             self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
             self._queue = await channel.declare_queue(self.queue_name, exclusive=True, auto_delete=True)
             await self._queue.consume(self._on_message, no_ack=True)
+            self._binder.start(await self._connection.channel())
+            # Restored by aio-pika after a reconnect: the channels and the (new, empty) queue;
+            # the bindings are the binder's to send again.
+            self._connection.reconnect_callbacks.add(lambda *_: self._binder.lost())
 
         await until_connected("notification hub", attempt)
         self.ready.set()
@@ -140,6 +263,7 @@ class NotificationHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._binder.stop()
         if self._connection is not None:
             await self._connection.close()
 
@@ -173,41 +297,32 @@ class NotificationHub:
             sub.offer(out)
 
     async def subscribe(self, patterns: list[str], maxsize: int) -> Subscriber:
+        """Routes the patterns' messages to the returned subscriber once their bindings are in place."""
         await asyncio.wait_for(self.ready.wait(), 10)
         sub = Subscriber(patterns, asyncio.Queue(maxsize))
-        async with self._lock:
-            for p in map(bound_key, patterns):
-                if self._bound[p] == 0:
-                    assert self._queue is not None and self._exchange is not None
-                    await self._queue.bind(self._exchange, routing_key=p)
-                self._bound[p] += 1
-            self._subscribers.add(sub)
-            SOCKETS.set(len(self._subscribers))
-            for p in patterns:
-                prefix = _prefix(p)
-                if prefix is not None:
-                    self._by_prefix[prefix].add(sub)
-                else:
-                    self._other.setdefault(sub, []).append(p)
+        await self._binder.acquire([bound_key(p) for p in patterns])
+        self._subscribers.add(sub)
+        SOCKETS.set(len(self._subscribers))
+        for p in patterns:
+            prefix = _prefix(p)
+            if prefix is not None:
+                self._by_prefix[prefix].add(sub)
+            else:
+                self._other.setdefault(sub, []).append(p)
         return sub
 
     async def unsubscribe(self, sub: Subscriber) -> None:
-        async with self._lock:
-            self._subscribers.discard(sub)
-            SOCKETS.set(len(self._subscribers))
-            self._other.pop(sub, None)
-            for p in sub.patterns:
-                prefix = _prefix(p)
-                if prefix is not None:
-                    subs = self._by_prefix.get(prefix)
-                    if subs is not None:
-                        subs.discard(sub)
-                        if not subs:
-                            del self._by_prefix[prefix]
-            for p in map(bound_key, sub.patterns):
-                self._bound[p] -= 1
-                if self._bound[p] == 0:
-                    del self._bound[p]
-                    if self._queue is not None and self._exchange is not None:
-                        with contextlib.suppress(Exception):
-                            await self._queue.unbind(self._exchange, routing_key=p)
+        if sub not in self._subscribers:
+            return
+        self._subscribers.discard(sub)
+        SOCKETS.set(len(self._subscribers))
+        self._other.pop(sub, None)
+        for p in sub.patterns:
+            prefix = _prefix(p)
+            if prefix is not None:
+                subs = self._by_prefix.get(prefix)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._by_prefix[prefix]
+        self._binder.release([bound_key(p) for p in sub.patterns])

@@ -760,16 +760,18 @@ async def test_a_rabbitmq_restart_does_not_stop_the_worker_and_locations_flow_ag
 
     The worker waits for it (the publish step retries with backoff), never exits, keeps live
     state in Redis current meanwhile, and its drivers' locations reach a subscriber again once
-    RabbitMQ is back.
+    RabbitMQ is back: a new one, and a notification hub's socket subscribed before (the hub
+    binds its patterns again on the new connection).
     """
     import time
 
     import aio_pika
     import orjson
 
+    from api.notify import NotificationHub, Subscriber
     from fleetstream.stack.manager import Stack
     from fleetstream.stack.process import PidRecord
-    from schemas.contracts import EXCHANGE, LOCATIONS_KEY
+    from schemas.contracts import EXCHANGE, LOCATIONS_KEY, LOCATIONS_PATTERN
 
     rabbit = Stack(stack, only=["rabbitmq"])
     record = PidRecord.read(rabbit.services[0].pid_file)
@@ -819,22 +821,41 @@ async def test_a_rabbitmq_restart_does_not_stop_the_worker_and_locations_flow_ag
             pipe.hget(driver_key(d), "seq")
         return {d: int(s) if s is not None else -1 for d, s in zip(drivers, await pipe.execute(), strict=True)}
 
+    async def socket_heard(sub: Subscriber, timeout: float) -> set[str]:
+        heard: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and heard != set(drivers):
+            try:
+                out = await asyncio.wait_for(sub.queue.get(), 0.5)
+            except TimeoutError:
+                continue
+            heard |= {orjson.loads(out.text).get("driver_id")} & set(drivers)
+        return heard
+
     load = None
+    hub = NotificationHub(stack)
+    hub.start()
     try:
         p.start_worker()
+        sub = await hub.subscribe([LOCATIONS_PATTERN], 100_000)
         load = asyncio.create_task(produce())
         assert await locations_heard(30) == set(drivers), p.worker.output()[-3000:]
+        assert await socket_heard(sub, 30) == set(drivers)
         await asyncio.to_thread(rabbit.down)
         await asyncio.sleep(3)
         await asyncio.to_thread(rabbit.up)
         heard = await locations_heard(30)
         assert p.worker.popen.poll() is None, p.worker.output()[-4000:]  # never exited
         assert heard == set(drivers), (sorted(set(drivers) - heard), p.worker.output()[-3000:])
+        while not sub.queue.empty():  # what it heard before the restart
+            sub.queue.get_nowait()
+        assert await socket_heard(sub, 30) == set(drivers)  # the socket subscribed before hears them again
         stop.set()
         await load
         assert await wait_async(seqs, lambda got: got == last, 30), (await seqs(), last)
         assert p.worker.popen.poll() is None, p.worker.output()[-4000:]
     finally:
+        await hub.stop()
         stop.set()
         if load is not None and not load.done():
             load.cancel()
