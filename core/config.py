@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     #: uvicorn's WebSocket implementation: the sans-I/O one held 77 KiB per idle socket
     #: against 141 KiB for "websockets" (benchmarks/notify.py, 2,000 sockets).
     ws_impl: str = "websockets-sansio"
+    #: permessage-deflate on sockets (uvicorn's default: on). Off: each socket's zlib streams
+    #: were most of its memory (see benchmarks/RESULTS.md), and notifications are small JSON.
+    ws_per_message_deflate: bool = False
+    #: The largest WebSocket message a client may send (uvicorn's default: 16 MiB): a telemetry
+    #: batch of ``max_batch_pings`` fits; a client cannot make a replica buffer more.
+    ws_max_size: int = 1024 * 1024
     notify_queue_size: int = 1000
     notify_replay_max: int = 1000
     notify_heartbeat_s: float = 15.0

@@ -183,6 +183,8 @@ def api(
         loop="uvloop",
         http="httptools",
         ws=s.ws_impl,
+        ws_per_message_deflate=s.ws_per_message_deflate,
+        ws_max_size=s.ws_max_size,
         proxy_headers=True,
         forwarded_allow_ips=s.forwarded_allow_ips,
         # Longer than nginx keeps an idle upstream connection (60 s): the proxy, not the API,

@@ -227,6 +227,22 @@ async def test_websocket_ingest_acks_each_batch(pipeline: Pipeline, mongo, uid: 
             pass
 
 
+async def test_a_websocket_message_over_the_limit_closes_that_socket_only(pipeline: Pipeline, uid: str) -> None:
+    """``ws_max_size`` (1 MiB; uvicorn's own is 16 MiB): a full batch fits, a larger message ends its socket."""
+    token = pipeline.device_token(f"wsmax-{uid}")
+    ws_url = pipeline.url.replace("http", "ws") + f"/v1/telemetry/stream?token={token}"
+    full = orjson.dumps({"batch_id": "full", "pings": track(pipeline.settings.max_batch_pings)})
+    async with websockets.connect(ws_url, max_size=None) as ws, websockets.connect(ws_url) as other:
+        await ws.send(full)
+        assert orjson.loads(await ws.recv())["accepted"] == pipeline.settings.max_batch_pings
+        await ws.send(b" " * (pipeline.settings.ws_max_size + 1))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+        await other.send(orjson.dumps({"batch_id": "other", "pings": track(1)}))
+        assert orjson.loads(await other.recv())["status"] == 202  # the other socket goes on
+
+
 async def test_auth_limits_and_validation(pipeline: Pipeline, uid: str) -> None:
     driver, other = f"a-{uid}", f"b-{uid}"
     token, other_token = pipeline.device_token(driver), pipeline.device_token(other)
