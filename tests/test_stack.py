@@ -73,3 +73,19 @@ def test_failed_start_names_service_and_log(tmp_path: Path) -> None:
     with pytest.raises(StackError) as exc:
         st.up()
     assert "redis" in str(exc.value) and "redis.log" in str(exc.value)
+
+
+def test_a_pid_record_knows_its_process_by_a_mark_no_clock_step_moves(tmp_path: Path) -> None:
+    """The start mark is the kernel's start tick (psutil's create_time moved with a 9 s clock step)."""
+    from fleetstream.stack.process import spawn, start_mark, stop_group
+
+    rec = spawn(["sleep", "60"], tmp_path / "sleep.log")
+    try:
+        assert rec.alive()
+        assert rec.create_time == start_mark(rec.pid) and rec.create_time < psutil.boot_time()  # ticks, not epoch
+        assert not PidRecord(rec.pid, rec.create_time + 5).alive()  # another process under a reused pid
+        rec.write(tmp_path / "x.pid")
+        assert PidRecord.read(tmp_path / "x.pid") == rec
+    finally:
+        stop_group(rec, timeout=5)
+    assert not rec.alive()

@@ -14,9 +14,26 @@ from pathlib import Path
 import psutil
 
 
+def start_mark(pid: int) -> float:
+    """When a process started, in a clock that no wall-clock step moves.
+
+    On Linux its start in clock ticks since boot (``/proc/<pid>/stat``). psutil's
+    ``create_time`` is boot time plus that, and the boot time it derives moves with the wall
+    clock: after a 9 s clock step every server of the stack looked like someone else's
+    ("external"), so ``down`` would not stop them and the restart tests skipped. Elsewhere,
+    ``create_time``.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return psutil.Process(pid).create_time()
+    return float(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the (comm) that may hold spaces
+
+
 @dataclass(frozen=True)
 class PidRecord:
     pid: int
+    #: :func:`start_mark` of the process when it was started.
     create_time: float
 
     @classmethod
@@ -35,8 +52,8 @@ class PidRecord:
         """True only for the very process we started (guards against pid reuse)."""
         try:
             proc = psutil.Process(self.pid)
-            return abs(proc.create_time() - self.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
+            return abs(start_mark(self.pid) - self.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.Error, OSError, ValueError, IndexError):
             return False
 
 
@@ -53,7 +70,7 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Pa
             cwd=cwd,
             start_new_session=True,
         )
-    return PidRecord(proc.pid, psutil.Process(proc.pid).create_time())
+    return PidRecord(proc.pid, start_mark(proc.pid))
 
 
 def stop_group(record: PidRecord, timeout: float = 30.0) -> None:
