@@ -15,7 +15,7 @@ from pydantic.json_schema import JsonSchemaMode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ErrorBarrier
-from api.fastpath import TelemetryFastPath
+from api.fastpath import NotificationsFastPath, TelemetryFastPath
 from api.models import RAW_BODIES
 from api.resources import Resources
 from api.routes import health, metrics, web
@@ -96,6 +96,8 @@ def create_app() -> FastAPI:
         web.mount_pages(app, settings.web_dist)  # last: the routes above take precedence over file names
     if SERVICES["telemetry"] in services:
         app.add_middleware(TelemetryFastPath)  # the telemetry POST before the router (api/fastpath.py)
+    if SERVICES["notifications"] in services:
+        app.add_middleware(NotificationsFastPath)  # long-lived sockets without the router's frames
     app.add_middleware(ErrorBarrier)  # outermost: an exception never closes the connection (api/errors.py)
     return app
 

@@ -39,8 +39,8 @@ async def _heard(subs: dict[str, Subscriber], tag: str, timeout: float = 30) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(not v for v in got.values()):
         for c, sub in subs.items():
-            while not sub.queue.empty():
-                body = orjson.loads(sub.queue.get_nowait().text)
+            while sub.pending:
+                body = orjson.loads(sub.pending.popleft().text)
                 if body.get("tag") == tag:
                     got[c].append(body["customer"])
         await asyncio.sleep(0.05)

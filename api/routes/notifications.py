@@ -19,7 +19,7 @@ import re
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.notify import DROPPED, Outbound, stream_id
+from api.notify import DROPPED, stream_id
 from api.security import Principal
 from schemas.contracts import (
     LOCATIONS_PATTERN,
@@ -78,16 +78,19 @@ async def notifications(ws: WebSocket) -> None:
         return
     scope, patterns = audience(principal)
     sub = await res.hub.subscribe(patterns, s.notify_queue_size)
-    gone = asyncio.Event()
+    gone = False
 
     async def watch() -> None:  # the client may only close (or ping); anything else is ignored
+        nonlocal gone
         with contextlib.suppress(Exception):
             while (await ws.receive())["type"] != "websocket.disconnect":
                 pass
-        gone.set()
+        gone = True
+        sub.wake.set()
 
     watcher = asyncio.create_task(watch())
     last: tuple[int, int] = (0, 0)
+    loop = asyncio.get_running_loop()
 
     async def too_slow() -> None:
         # Bounded: the close frame waits behind the full buffer like any other frame.
@@ -108,15 +111,20 @@ async def notifications(ws: WebSocket) -> None:
                 last = stream_id(sid)
             if after and not entries:
                 last = stream_id(after)
-        while not gone.is_set():
-            if sub.overflowed.is_set():
+        while not gone:
+            if sub.overflowed:
                 await too_slow()
                 return
-            message = await _next(sub.queue, gone, s.notify_heartbeat_s)
-            if message is None:
-                if not gone.is_set():
+            if not sub.pending:
+                # Idle: one future until a message, the client's close or the heartbeat is due.
+                sub.wake.clear()
+                timer = loop.call_later(s.notify_heartbeat_s, sub.wake.set)
+                await sub.wake.wait()
+                timer.cancel()
+                if not sub.pending and not gone and not sub.overflowed:
                     await send(HEARTBEAT)
                 continue
+            message = sub.pending.popleft()
             if message.id is not None:  # replayable: deliver each id once, in order
                 if message.id <= last:
                     continue
@@ -129,14 +137,3 @@ async def notifications(ws: WebSocket) -> None:
     finally:
         watcher.cancel()
         await res.hub.unsubscribe(sub)
-
-
-async def _next(queue: asyncio.Queue[Outbound], gone: asyncio.Event, timeout: float) -> Outbound | None:
-    getter = asyncio.ensure_future(queue.get())
-    closed = asyncio.ensure_future(gone.wait())
-    done, _ = await asyncio.wait({getter, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    closed.cancel()
-    if getter in done:
-        return getter.result()
-    getter.cancel()
-    return None
