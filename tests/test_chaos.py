@@ -31,7 +31,7 @@ def test_faults_under_load_lose_and_duplicate_nothing(stack: Settings, tmp_path:
     them (the benchmark reports the others skipped).
     """
     out_file = tmp_path / "chaos.json"
-    args = ["--devices", "300", "--duration", "100", "--history-wait", "10", "--out", str(out_file)]
+    args = ["--devices", "300", "--duration", "130", "--history-wait", "10", "--out", str(out_file)]
     env = {**os.environ, "FLEETSTREAM_KAFKA_PROFILE": "cluster"}
     run = subprocess.run([sys.executable, "-m", "benchmarks.chaos", *args], cwd=REPO, capture_output=True,
                          text=True, timeout=540, env=env)  # fmt: skip
@@ -44,6 +44,8 @@ def test_faults_under_load_lose_and_duplicate_nothing(stack: Settings, tmp_path:
     assert result["pings_accepted"] > 300 * 10, result["loadgen"]
     checked = {k: result[k] for k in ("lost", "duplicated", "state_behind", "examples")}
     assert checked == {"lost": 0, "duplicated": 0, "state_behind": 0, "examples": {}}, (checked, result["faults"])
+    late = [f for f in result["faults"] if "too late" in f.get("skipped", "")]
+    assert not late, result["faults"]  # every fault was injected while the load ran
     done = {f["fault"]: f for f in result["faults"] if "skipped" not in f}
     assert set(done) >= {"worker", "api"}, result["faults"]
     for fault in done.values():
