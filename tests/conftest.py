@@ -224,6 +224,18 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def register_and_login(c: object, email: str, password: str, name: str = "T") -> dict[str, str]:
+    """A new account's tokens (``c``: an httpx.AsyncClient on an API serving auth)."""
+    import httpx
+
+    assert isinstance(c, httpx.AsyncClient)
+    r = await c.post("/v1/auth/register", json={"email": email, "password": password, "name": name})
+    assert r.status_code == 201, r.text
+    r = await c.post("/v1/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 class Pipeline:
     """A worker and an API of the project, as real processes on the local stack."""
 

@@ -25,7 +25,7 @@ import websockets
 from api.services import SERVICES
 from core.config import Settings
 from fleetstream.stack.nginx import render_conf
-from tests.conftest import Proc, _status, bearer, free_port, wait_for
+from tests.conftest import Proc, _status, bearer, free_port, register_and_login, wait_for
 
 pytestmark = [
     pytest.mark.usefixtures("stack"),
@@ -103,11 +103,7 @@ async def test_through_nginx_each_path_reaches_its_service_and_one_down_leaves_t
 
         assert (await ping(1)).status_code == 202  # telemetry
         email = f"{uuid.uuid4().hex[:8]}@split.example"
-        reg = await c.post("/v1/auth/register", json={"email": email, "password": "correct horse 42", "name": "S"})
-        assert reg.status_code == 201, reg.text
-        signed_in = await c.post("/v1/auth/login", json={"email": email, "password": "correct horse 42"})
-        assert signed_in.status_code == 200, signed_in.text
-        tokens = signed_in.json()
+        tokens = await register_and_login(c, email, "correct horse 42")
         customer = bearer(tokens["access_token"])
         assert (await c.get("/v1/bookings", headers=customer)).status_code == 200  # bookings
 

@@ -24,7 +24,7 @@ from pymongo import monitoring
 
 from core.config import Settings
 from schemas.contracts import COLLECTIONS, Collection
-from tests.conftest import bearer
+from tests.conftest import bearer, register_and_login
 
 ROOT = Path(__file__).resolve().parent.parent
 BY_NAME = {c.name: c for c in COLLECTIONS}
@@ -142,11 +142,7 @@ async def test_every_query_names_the_shard_key(stack: Settings, recorder: Record
         async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as c:
             # Accounts: register, log in, refresh, who am I, log out (the token family revoked).
             email = f"sk.{uid}@example.com"
-            r = await c.post("/v1/auth/register", json={"email": email, "password": "pw-123456789", "name": "Sk"})
-            assert r.status_code == 201, r.text
-            r = await c.post("/v1/auth/login", json={"email": email, "password": "pw-123456789"})
-            assert r.status_code == 200, r.text
-            tokens = r.json()
+            tokens = await register_and_login(c, email, "pw-123456789")
             r = await c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
             assert r.status_code == 200, r.text
             cust, refresh = bearer(r.json()["access_token"]), r.json()["refresh_token"]
