@@ -97,6 +97,9 @@ class Subscriber:
     maxsize: int
     pending: deque[Outbound] = field(default_factory=deque)
     overflowed: bool = False
+    #: Messages may have been published while RabbitMQ was away (its queue and bindings gone):
+    #: the socket fills the gap from its replay stream, from the last id it sent.
+    gap: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, message: Outbound) -> None:
@@ -111,6 +114,7 @@ SOCKETS = Gauge("fleetstream_notify_sockets", "Notification sockets subscribed (
 DROPPED = Counter("fleetstream_notify_dropped_total", "Notification sockets dropped for reading too slowly")
 
 
+GAPS = Counter("fleetstream_notify_gaps_total", "RabbitMQ reconnects after which the sockets caught up from Redis")
 BINDS = Counter("fleetstream_notify_binds_total", "Routing patterns bound on this process's queue (batched)")
 
 
@@ -175,14 +179,18 @@ class Binder:
                     self._unbinds[p] = None
                     self._wake.set()
 
-    def lost(self) -> None:
-        """The broker's queue is new (a reconnect): bind again whatever a socket still uses."""
+    def lost(self) -> list[asyncio.Future[None]]:
+        """The broker's queue is new (a reconnect): bind again whatever a socket still uses.
+
+        Returns the binds to wait for: once they are done, every message reaches the queue again.
+        """
         self._unbinds.clear()
         self.bound.clear()
         for p in self.refs:
             if p not in self._binds:
                 self._binds[p] = asyncio.get_running_loop().create_future()
         self._wake.set()
+        return list(self._binds.values())
 
     async def _run(self) -> None:
         delay = 0.2
@@ -245,6 +253,7 @@ class NotificationHub:
         self._by_prefix: dict[tuple[str, str], set[Subscriber]] = defaultdict(set)
         self._other: dict[Subscriber, list[str]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._restoring: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
     def start(self) -> None:
@@ -262,11 +271,29 @@ class NotificationHub:
             await self._queue.consume(self._on_message, no_ack=True)
             self._binder.start(await self._connection.channel())
             # Restored by aio-pika after a reconnect: the channels and the (new, empty) queue;
-            # the bindings are the binder's to send again.
-            self._connection.reconnect_callbacks.add(lambda *_: self._binder.lost())
+            # the bindings are the binder's to send again, and the sockets' gap theirs to fill.
+            self._connection.reconnect_callbacks.add(lambda *_: self._restore())
 
         await until_connected("notification hub", attempt)
         self.ready.set()
+
+    def _restore(self) -> None:
+        rebinds = self._binder.lost()
+        task = asyncio.create_task(self._after_rebind(rebinds))
+        self._restoring.add(task)
+        task.add_done_callback(self._restoring.discard)
+
+    async def _after_rebind(self, rebinds: list[asyncio.Future[None]]) -> None:
+        """Once the queue's bindings are back, every socket catches up from its replay stream.
+
+        What was published while the queue was gone reached no socket; it is in the replay
+        streams (written before RabbitMQ), and a socket skips what it already sent by id.
+        """
+        await asyncio.gather(*(asyncio.shield(f) for f in rebinds), return_exceptions=True)
+        GAPS.inc()
+        for sub in self._subscribers:
+            sub.gap = True
+            sub.wake.set()
 
     async def stop(self) -> None:
         if self._task and not self._task.done():

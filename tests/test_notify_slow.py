@@ -116,3 +116,58 @@ def test_a_stalled_socket_is_closed_and_does_not_delay_the_others(api: Pipeline,
 
     assert "fleetstream_notify_dropped_total 1.0" in metrics()  # counted for operators
     assert wait_for(lambda: "fleetstream_notify_sockets 0.0" in metrics(), 10, 0.2)  # both gone, unbound
+
+
+def test_a_message_arriving_after_a_greater_id_is_sent_once_and_not_replayed(api: Pipeline, stack: Settings) -> None:
+    """A worker that took over a dead one's events publishes them with the ids they got first.
+
+    Such a message reaches the socket after one with a greater id: it is sent (late), not
+    taken for one already sent; a repeat of either is not sent again; and reconnecting with
+    the greatest id received replays neither.
+    """
+    import redis
+    from websockets.sync.client import connect as ws_connect
+
+    from schemas.contracts import audience_key, customer_audience, replay_key
+
+    token, subject = customer(api)
+    scope = customer_audience(subject)
+    r = redis.Redis.from_url(stack.redis_dsn, decode_responses=True)
+    bodies = [{"type": "booking.test", "event_id": f"late-{i}-{random.randrange(1 << 30)}"} for i in range(2)]
+    ids = [r.xadd(replay_key(scope), {"d": orjson.dumps(b).decode()}) for b in bodies]
+
+    async def send(order: list[int]) -> None:
+        """Messages in this order; -1 a live-only probe."""
+        conn = await aio_pika.connect_robust(stack.rabbitmq_dsn)
+        try:
+            ex = await (await conn.channel()).declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            for i in order:
+                body = orjson.dumps({"type": "probe"} if i < 0 else {**bodies[i], "id": ids[i]})
+                await ex.publish(aio_pika.Message(body), routing_key=audience_key(scope, "booking.test"))
+        finally:
+            await conn.close()
+
+    def subscribed(ws: object) -> bool:
+        asyncio.run(send([-1]))
+        try:
+            return orjson.loads(ws.recv(timeout=0.3))["type"] == "probe"  # type: ignore[attr-defined]
+        except TimeoutError:
+            return False
+
+    def received(ws: object, timeout: float) -> list[str]:
+        got = []
+        while True:
+            try:
+                msg = orjson.loads(ws.recv(timeout=timeout))  # type: ignore[attr-defined]
+            except TimeoutError:
+                return got
+            if msg["type"] != "heartbeat":
+                got.append(msg["id"])
+
+    ws_url = api.url.replace("http", "ws") + f"/v1/notifications?token={token}"
+    with ws_connect(ws_url) as ws:
+        assert wait_for(lambda: subscribed(ws), 10, 0.1)
+        asyncio.run(send([1, 0, 1, 0]))  # the greater id first, then the late one, then both again
+        assert received(ws, 2.0) == [ids[1], ids[0]]
+    with ws_connect(ws_url + f"&after={ids[1]}") as ws:
+        assert received(ws, 1.5) == []

@@ -847,6 +847,12 @@ async def test_a_rabbitmq_restart_does_not_stop_the_worker_and_locations_flow_ag
         assert heard == set(drivers), (sorted(set(drivers) - heard), p.worker.output()[-3000:])
         sub.pending.clear()  # what it heard before the restart
         assert await socket_heard(sub, 30) == set(drivers)  # the socket subscribed before hears them again
+
+        async def gap_flagged() -> bool:
+            return sub.gap
+
+        # Told, once its bindings were back, to send what the gone queue missed from the replay stream.
+        assert await wait_async(gap_flagged, bool, 10)
         stop.set()
         await load
         assert await wait_async(seqs, lambda got: got == last, 30), (await seqs(), last)

@@ -6,7 +6,10 @@ booking and every driver's location, a tracking link's holder about that one boo
 ``?after=<id>`` (the ``id`` of the last message received) replays what was missed first,
 in order, without duplicates. Close codes:
 4401 bad token, 1008 bad parameters, 1013 the client read too slowly (its queue filled
-or a send did not complete within ``notify_send_timeout_s``; reconnect with ``after``).
+or a send did not complete within ``notify_send_timeout_s``; reconnect with ``after``),
+1012 the servers were restarted and the socket could not catch up itself (reconnect with
+``after``). After a RabbitMQ reconnect an open socket first sends, in order, what it
+missed meanwhile, from the replay stream.
 An application heartbeat ``{"type": "heartbeat"}`` is sent when idle.
 """
 
@@ -15,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
 
 from api.notify import DROPPED, stream_id
 from api.security import Principal
@@ -38,6 +43,8 @@ HEARTBEAT = Heartbeat().model_dump_json()
 router = APIRouter(tags=["notifications"])
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _U64 = 2**64 - 1
+#: Ids a socket remembers having sent, to tell a late message from a repeated one.
+RECENT_IDS = 256
 
 
 def valid_after(after: str) -> bool:
@@ -89,7 +96,10 @@ async def notifications(ws: WebSocket) -> None:
         sub.wake.set()
 
     watcher = asyncio.create_task(watch())
-    last: tuple[int, int] = (0, 0)
+    last = floor = (0, 0)  # the greatest id sent; the client's own cursor (after=)
+    # Replay stream ids are Redis's clock in ms: a gap before this socket's first replayable
+    # message is filled from a second before it subscribed (clock skew between hosts).
+    joined = (int(time.time() * 1000) - 1000, 0)
     loop = asyncio.get_running_loop()
 
     async def too_slow() -> None:
@@ -103,32 +113,72 @@ async def notifications(ws: WebSocket) -> None:
         # it (TooSlow) rather than let its queue, and only its queue, grow stale.
         await asyncio.wait_for(ws.send_text(text), s.notify_send_timeout_s)
 
+    # Ids sent lately, once the socket has sent any: a message can arrive after one with a
+    # greater id (a worker that took over a dead one's events sends them with the ids they
+    # got first), and is then sent late rather than taken for one already sent.
+    recent: dict[tuple[int, int], None] | None = None
+    evicted = (0, 0)  # the greatest id that left the window
+
+    def sent(sid: tuple[int, int]) -> None:
+        nonlocal last, recent, evicted
+        last = max(last, sid)
+        if recent is None:
+            recent = {}
+        recent[sid] = None
+        if len(recent) > RECENT_IDS:
+            oldest = next(iter(recent))
+            del recent[oldest]
+            evicted = max(evicted, oldest)
+
+    def already_sent(mid: tuple[int, int]) -> bool:
+        if mid <= floor:  # the client had it: it asked for what came after
+            return True
+        if mid > last:
+            return False
+        # Below the greatest id sent: sent if in the window; at or below what left it, maybe (not repeated).
+        return (recent is not None and mid in recent) or mid <= evicted
+
+    async def replay(since: str) -> None:
+        entries = await res.redis.xrange(replay_key(scope), min=f"({since}", max="+", count=s.notify_replay_max)
+        for sid, fields in entries:
+            if already_sent(stream_id(sid)):
+                continue
+            await send(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
+            sent(stream_id(sid))
+
     try:
         if after is not None:
-            entries = await res.redis.xrange(replay_key(scope), min=f"({after}", max="+", count=s.notify_replay_max)
-            for sid, fields in entries:
-                await send(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
-                last = stream_id(sid)
-            if after and not entries:
-                last = stream_id(after)
+            last = floor = stream_id(after)
+            await replay(after)
         while not gone:
             if sub.overflowed:
                 await too_slow()
                 return
+            if sub.gap:  # RabbitMQ was away: what it did not bring is in the replay stream
+                sub.gap = False
+                try:
+                    await replay("{}-{}".format(*max(evicted, floor if after is not None else joined)))
+                except RedisError:  # Redis away as well: the client catches up when it reconnects
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(code=1012, reason="reconnect with ?after=<last id>"), 1.0)
+                    return
+                continue
             if not sub.pending:
                 # Idle: one future until a message, the client's close or the heartbeat is due.
                 sub.wake.clear()
                 timer = loop.call_later(s.notify_heartbeat_s, sub.wake.set)
                 await sub.wake.wait()
                 timer.cancel()
-                if not sub.pending and not gone and not sub.overflowed:
+                if not sub.pending and not gone and not sub.overflowed and not sub.gap:
                     await send(HEARTBEAT)
                 continue
             message = sub.pending.popleft()
-            if message.id is not None:  # replayable: deliver each id once, in order
-                if message.id <= last:
+            if message.id is not None:  # replayable: deliver each id once
+                if already_sent(message.id):
                     continue
-                last = message.id
+                await send(message.text)
+                sent(message.id)
+                continue
             await send(message.text)
     except TimeoutError:
         await too_slow()

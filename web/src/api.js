@@ -76,8 +76,17 @@ export async function login(email, password) {
   return { token: tokens.access_token, refresh: tokens.refresh_token, me };
 }
 
-// Live notifications: one socket, reconnecting with the id of the last message seen so that
-// nothing is missed and nothing arrives twice (the server replays what came after it).
+// Live notifications: one socket, reconnecting with the greatest id seen so that nothing is
+// missed and nothing arrives twice (the server replays what came after it). Greatest, not
+// last: a message taken over from a failed worker can arrive after one with a greater id.
+
+/** Stream ids "ms-seq", compared as numbers. @param {string} a @param {string} b */
+export function laterId(a, b) {
+  const [am, as] = a.split("-").map(Number);
+  const [bm, bs] = b.split("-").map(Number);
+  return am > bm || (am === bm && as > bs) ? a : b;
+}
+
 /** @param {SocketMessage} msg @returns {msg is Schemas["BookingNotice"]} */
 export function isBookingNotice(msg) {
   return msg.type.startsWith("booking.");
@@ -108,7 +117,7 @@ export function useNotifications(token, onMessage) {
       ws.onmessage = (ev) => {
         const msg = JSON.parse(ev.data);
         if (msg.type === "heartbeat") return;
-        if (msg.id) last = msg.id;
+        if (msg.id) last = last ? laterId(msg.id, last) : msg.id;
         handler.current(msg);
       };
       ws.onclose = () => {
