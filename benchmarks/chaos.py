@@ -11,8 +11,12 @@ one process serving all), ``--workers`` live workers in one consumer group and t
 worker. Clients resend a fix not answered 202 (no answer, 429, 5xx) as it was, as phones
 do. While it runs, evenly spaced:
 
+- ``scale``: a live worker added (it must take partitions over: ``took_over_s``), then
+  stopped as an autoscaler stops one (SIGTERM), handing them back (``handback_s``, from
+  its exit);
 - ``worker``: ``kill -9`` of a live worker, started again once the other serves its partitions;
-- ``api``: ``kill -9`` of a telemetry API replica, started again 2 s later (nginx fails over);
+- ``api``: ``kill -9`` of a telemetry and a notification API replica, started again 2 s
+  later (nginx fails over; the sockets it held reconnect with ``after=``);
 - ``kafka``: ``kill -9`` of the broker leading most raw partitions, started again 2 s later;
 - ``redis``, ``rabbitmq``, ``ferretdb``: the stack's server stopped and started again.
 
@@ -23,7 +27,11 @@ once (**lost**, **duplicated**), and its live state is its last accepted fix
 a kill, how long until every raw partition was processed again (``handover_s``: the
 survivors took the partitions or leaders over); how long a restarted process took to be
 ready (``ready_s``); from its return, how long until every partition was processed again
-(``resumed_s``) and until the live lag fell to its earlier level (``recovered_s``). Writes
+(``resumed_s``) and until the live lag fell to its earlier level (``recovered_s``).
+
+Meanwhile ``--customers`` book and cancel through nginx (:mod:`benchmarks.customers`),
+each listening on a notification socket that reconnects with ``after=``: every booking
+event stored for them must have been heard once (**missed**, **repeated**). Writes
 ``benchmarks/results/chaos-<devices>.json`` with the command.
 """
 
@@ -52,6 +60,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from api.services import SERVICES, ServiceName
+from benchmarks.customers import Customers
 from benchmarks.phones import build_client, issue_tokens
 from benchmarks.telemetry import (
     ROOT,
@@ -68,10 +77,11 @@ from benchmarks.telemetry import (
 from fleetstream.stack.manager import Stack
 from fleetstream.stack.nginx import render_conf
 from fleetstream.stack.process import PidRecord
-from schemas.contracts import driver_key
+from schemas.contracts import BOOKING_EVENTS, driver_key
 
-FAULTS = ("worker", "api", "kafka", "redis", "rabbitmq", "ferretdb")
-LIVE_AGENTS = "clean,driver_state,geofence,publish,eta"
+T_BOOKED = S.topic(BOOKING_EVENTS.name)
+FAULTS = ("scale", "worker", "api", "kafka", "redis", "rabbitmq", "ferretdb")
+LIVE_AGENTS = "clean,driver_state,geofence,publish,eta,bookings,matching"
 
 
 class Fleet:
@@ -88,7 +98,8 @@ class Fleet:
         self.commands: dict[str, list[str]] = {}
         self.ready: dict[str, str] = {}
         self.live = [f"worker{i + 1}" for i in range(workers)]
-        for i, name in enumerate(self.live):
+        self.spare = f"worker{workers + 1}"  # the scale-out check's worker, started only by that fault
+        for i, name in enumerate([*self.live, self.spare]):
             port = 6071 + i
             self.commands[name] = [*cli, "worker", "--loglevel", "warning", "--agents", LIVE_AGENTS,
                                    "--web-port", str(port)]  # fmt: skip
@@ -98,6 +109,7 @@ class Fleet:
         self.ready["store"] = "http://127.0.0.1:6070/ready"
         self.upstreams: dict[ServiceName, list[str]] = {name: [] for name in SERVICES}
         self.telemetry_apis: list[str] = []  # the replicas that take the phones' fixes
+        self.socket_apis: list[str] = []  # the replicas that hold notification sockets
         groups: list[tuple[str, list[ServiceName]]] = (
             [(name, [name]) for name in SERVICES] if split else [("all", list(SERVICES))]
         )
@@ -111,6 +123,8 @@ class Fleet:
                     self.upstreams[service].append(f"127.0.0.1:{port}")
                 if "telemetry" in served:
                     self.telemetry_apis.append(name)
+                if "notifications" in served:
+                    self.socket_apis.append(name)
                 port += 1
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.starts: dict[str, int] = {}
@@ -126,6 +140,15 @@ class Fleet:
     def kill(self, name: str) -> None:
         self.procs[name].kill()
         self.procs[name].wait(10)
+
+    def stop(self, name: str) -> None:
+        """SIGTERM, as Kubernetes stops a pod the autoscaler removes: the worker leaves its group."""
+        self.procs[name].terminate()
+        self.procs[name].wait(60)
+
+    @property
+    def initial(self) -> list[str]:
+        return [name for name in self.commands if name != self.spare]
 
     def stop_all(self) -> None:
         for p in self.procs.values():
@@ -185,6 +208,23 @@ async def progress_after(admin: AIOKafkaAdminClient, group: str, timeout: float)
     return stalled
 
 
+async def raw_owners(admin: AIOKafkaAdminClient, group: str) -> list[int] | None:
+    """Raw partitions held by each member of the live group, as its coordinator reports them."""
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    try:
+        (response,) = await asyncio.wait_for(admin.describe_consumer_groups([group]), 5)
+    except Exception:  # the coordinator is moving: ask again
+        return None
+    (described,) = response.groups
+    held = []
+    for member in described[5]:  # (member_id, client_id, client_host, metadata, assignment)
+        assignment = ConsumerProtocolMemberAssignment.decode(member[4]) if member[4] else None
+        parts = [p for topic, ps in (assignment.assignment if assignment else []) if topic == T_RAW for p in ps]
+        held.append(len(parts))
+    return sorted(held)
+
+
 def timed(key: str, outcome: float | list[int]) -> dict[str, Any]:
     """``{key: seconds}``, or ``{key: None, key_stalled: partitions}`` when some never moved."""
     if isinstance(outcome, list):
@@ -212,14 +252,40 @@ async def inject(fault: str, fleet: Fleet, admin: AIOKafkaAdminClient, group: st
         fleet.start(name)
         await asyncio.to_thread(fleet.wait_ready, name)
         result |= {"process": name, "ready_s": round(time.monotonic() - t_start, 1)}
-    elif fault == "api":
-        name = fleet.telemetry_apis[-1]
-        fleet.kill(name)
-        await asyncio.sleep(2)
-        t_start = time.monotonic()
+    elif fault == "scale":
+        # An autoscaler adds a worker under load: it must take raw partitions over, and every
+        # partition must be processed again after the rebalance; then it is removed again.
+        name = fleet.spare
         fleet.start(name)
         await asyncio.to_thread(fleet.wait_ready, name)
-        result |= {"process": name, "ready_s": round(time.monotonic() - t_start, 1)}
+        result |= {"process": name, "ready_s": round(time.monotonic() - t0, 1)}
+        members = len(fleet.live) + 1
+
+        async def took_over() -> bool:
+            held = await raw_owners(admin, group)
+            return held is not None and len(held) == members and min(held) > 0
+
+        result["took_over_s"] = await wait_until(took_over, 40, every=0.5)
+        result["held"] = await raw_owners(admin, group)
+        result |= timed("handover_s", await progress_after(admin, group, 40))
+        t_stop = time.monotonic()
+        await asyncio.to_thread(fleet.stop, name)
+        result["stop_s"] = round(time.monotonic() - t_stop, 1)  # SIGTERM to exit: it left the group
+        result |= timed("handback_s", await progress_after(admin, group, 40))  # from its exit
+        result["held_after"] = await raw_owners(admin, group)
+    elif fault == "api":
+        # The replica taking the phones' fixes, and the one holding half the customers' sockets
+        # (one process when the services are not split): they reconnect with after= meanwhile.
+        names = list(dict.fromkeys([fleet.telemetry_apis[-1], fleet.socket_apis[-1]]))
+        for name in names:
+            fleet.kill(name)
+        await asyncio.sleep(2)
+        t_start = time.monotonic()
+        for name in names:
+            fleet.start(name)
+        for name in names:
+            await asyncio.to_thread(fleet.wait_ready, name)
+        result |= {"process": ",".join(names), "ready_s": round(time.monotonic() - t_start, 1)}
     else:
         service = f"kafka-{await busiest_broker(admin)}" if fault == "kafka" else fault
         if not ours(service):
@@ -323,7 +389,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await commit_end_offsets(app_id, topics)
     await commit_end_offsets(f"{app_id}-store", topics)
     fleet = Fleet(tmp, env, args.apis, args.workers, split=args.split)
-    for name in fleet.commands:
+    for name in fleet.initial:
         fleet.start(name)
     nginx_dir = tmp / "nginx"
     nginx_dir.mkdir(exist_ok=True)
@@ -335,7 +401,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     admin = AIOKafkaAdminClient(bootstrap_servers=S.kafka_servers)
     faults: list[dict[str, Any]] = []
     try:
-        for name in fleet.commands:
+        for name in fleet.initial:
             fleet.wait_ready(name)
         wait_http(f"{url}/healthz")
         ids = [f"cx{i:06d}-{app_id[-6:]}" for i in range(args.devices)]
@@ -344,6 +410,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tokfile.write_text("".join(f"{d} {tokens[d]}\n" for d in ids))
         await admin.start()
         kafka = await topic_durability(admin)
+        customers = Customers(url, args.customers)
+        await customers.sign_up()
+        customers.start()
         cmd = [str(client), "--url", url, "--tokens", str(tokfile), "--duration", f"{args.duration}s",
                "--period-min", f"{args.period_min}s", "--period-max", f"{args.period_max}s", "--catchup", "0",
                "--retry", "--grace", "90s", "--accepted", str(accepted_file)]  # fmt: skip
@@ -390,11 +459,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         load_end = time.monotonic()
         loadgen = json.loads(out)
 
+        customers.stop.set()  # no more bookings: what they made is heard and stored meanwhile
+
         async def drained() -> bool:
             live = await group_lag(admin, app_id, T_RAW)
-            return live == 0 and await group_lag(admin, f"{app_id}-store", T_CLEAN) == 0
+            store = f"{app_id}-store"
+            booked = await group_lag(admin, app_id, T_BOOKED) + await group_lag(admin, store, T_BOOKED)
+            return live == 0 and await group_lag(admin, store, T_CLEAN) == 0 == booked
 
         lag_zero_s = await wait_until(drained, 180)
+        await customers.finish()
         sampler.cancel()
         accepted = {}
         for line in accepted_file.read_text().splitlines():
@@ -402,17 +476,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             accepted[d] = (int(last), int(n))
         await asyncio.sleep(args.history_wait)  # the store's open buckets are written within history_flush_s
         checked = await verify(db_name, accepted)
+        booked = await customers.check(S.mongo_dsn, db_name)
         return {
             "devices": args.devices,
             "kafka_profile": S.kafka_profile,
             "kafka": kafka,
-            "api_processes": [n for n in fleet.commands if n not in fleet.live and n != "store"],
+            "api_processes": [n for n in fleet.initial if n not in fleet.live and n != "store"],
             "live_workers": len(fleet.live),
             "duration_s": args.duration,
             "faults": faults,
             "loadgen": loadgen,
             "pings_accepted": sum(n for _, n in accepted.values()),
             **checked,
+            "booking_notifications": booked,
             "lag_zero_after_load_s": lag_zero_s,
             "load_end_to_check_s": round(time.monotonic() - load_end, 1),
             "lag_raw_max": max(s["lag_raw"] for s in samples),
@@ -448,6 +524,7 @@ async def main() -> None:
                     help="one process per API service (auth, bookings, telemetry, notifications); "
                     "--no-split: processes that serve every router")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2, help="live workers in the one consumer group")
+    ap.add_argument("--customers", type=int, default=20, help="customers booking and cancelling, each on a socket")
     ap.add_argument("--nginx-port", type=int, default=8090)
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, in order, of {', '.join(FAULTS)}")
     ap.add_argument("--history-wait", type=float, default=15)
@@ -461,8 +538,10 @@ async def main() -> None:
     out = args.out or ROOT / "benchmarks" / "results" / f"chaos-{args.devices}.json"
     out.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1) + "\n")
     summary = {k: result[k] for k in ("pings_accepted", "lost", "duplicated", "state_behind", "lag_zero_after_load_s")}
-    print(json.dumps({"summary": summary, "faults": result["faults"]}), flush=True)
-    sys.exit(1 if result["lost"] or result["duplicated"] or result["state_behind"] else 0)
+    booked = result["booking_notifications"]
+    print(json.dumps({"summary": summary, "bookings": booked, "faults": result["faults"]}), flush=True)
+    failed = result["lost"] or result["duplicated"] or result["state_behind"] or booked["missed"] or booked["repeated"]
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,17 @@ pytestmark = pytest.mark.usefixtures("stack", "launcher")
 
 @pytest.mark.timeout(600)
 def test_faults_under_load_lose_and_duplicate_nothing(stack: Settings, tmp_path: Path) -> None:
-    """A live worker, an API replica and the busiest Kafka broker killed with -9; Redis, RabbitMQ, MongoDB restarted.
+    """A worker added and removed; a live worker, API replicas and the busiest broker killed with -9; servers restarted.
 
     Phones resend what was not answered 202. Every fix answered 202 is in the history exactly
     once and every device's live state is its last accepted fix; after each fault every
-    partition is processed again. The servers are restarted only where this checkout started
-    them (the benchmark reports the others skipped).
+    partition is processed again. Customers booking meanwhile heard every booking event
+    stored for them once, their sockets reconnecting with after=. The servers are restarted
+    only where this checkout started them (the benchmark reports the others skipped).
     """
     out_file = tmp_path / "chaos.json"
-    args = ["--devices", "300", "--duration", "130", "--history-wait", "10", "--out", str(out_file)]
+    args = ["--devices", "300", "--duration", "160", "--history-wait", "10", "--customers", "12",
+            "--out", str(out_file)]  # fmt: skip
     env = {**os.environ, "FLEETSTREAM_KAFKA_PROFILE": "cluster"}
     run = subprocess.run([sys.executable, "-m", "benchmarks.chaos", *args], cwd=REPO, capture_output=True,
                          text=True, timeout=540, env=env)  # fmt: skip
@@ -44,13 +46,21 @@ def test_faults_under_load_lose_and_duplicate_nothing(stack: Settings, tmp_path:
     assert result["pings_accepted"] > 300 * 10, result["loadgen"]
     checked = {k: result[k] for k in ("lost", "duplicated", "state_behind", "examples")}
     assert checked == {"lost": 0, "duplicated": 0, "state_behind": 0, "examples": {}}, (checked, result["faults"])
+    booked = result["booking_notifications"]  # customers' sockets, reconnecting with after= (an API replica killed)
+    assert booked["bookings"] > 12 and booked["events_stored"] >= 1.5 * booked["bookings"], booked
+    assert (booked["missed"], booked["repeated"], booked["examples"]) == (0, 0, {}), booked
+    assert booked["events_heard"] == booked["events_stored"], booked
     late = [f for f in result["faults"] if "too late" in f.get("skipped", "")]
     assert not late, result["faults"]  # every fault was injected while the load ran
     done = {f["fault"]: f for f in result["faults"] if "skipped" not in f}
-    assert set(done) >= {"worker", "api"}, result["faults"]
+    assert set(done) >= {"scale", "worker", "api"}, result["faults"]
     for fault in done.values():
         assert fault["resumed_s"] is not None, fault  # every partition processed again after it
         assert fault["recovered_s"] is not None, fault  # and the lag came back down
+    if "scale" in done:  # the added worker took partitions over; on SIGTERM it handed them back
+        scale = done["scale"]
+        assert scale["took_over_s"] is not None and len(scale["held"]) == 3 and min(scale["held"]) > 0, scale
+        assert scale["handback_s"] is not None and len(scale["held_after"]) == 2, scale
     for fault in ("worker", "kafka"):  # the survivors took the dead one's partitions (or leaders)
         if fault in done:
             assert done[fault]["handover_s"] is not None, done[fault]
