@@ -92,7 +92,9 @@ class Customers:
                         msg = orjson.loads(raw)
                         if str(msg.get("type", "")).startswith("booking."):
                             cu.heard.append(str(msg["event_id"]))
-                        if "id" in msg:  # the greatest id: a late message may come after a greater one
+                        # The greatest id (a late message may come after a greater one); the
+                        # first message, "subscribed", has one too.
+                        if msg.get("id"):
                             sid = str(msg["id"])
                             cu.last_id = sid if cu.last_id is None else max(sid, cu.last_id, key=stream_id)
             except asyncio.CancelledError:

@@ -79,7 +79,7 @@ async def open_sockets(url: str, tokens: list[str], counts: dict[str, int]) -> l
                 try:
                     async for raw in ws:
                         msg = orjson.loads(raw)
-                        if msg.get("type") != "heartbeat":
+                        if msg.get("type") not in ("heartbeat", "subscribed"):
                             counts["received"] += 1
                 except websockets.ConnectionClosed:
                     counts["closed"] += 1

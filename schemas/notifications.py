@@ -140,9 +140,22 @@ class Heartbeat(BaseModel):
     type: Literal["heartbeat"] = "heartbeat"
 
 
+class Subscribed(BaseModel):
+    """The socket's first message (after the replay of ``after=``): live delivery starts here.
+
+    ``id`` is a cursor: reconnecting with ``after=`` it (or the greatest id received since)
+    misses nothing, even if no other message came. None while Redis does not answer.
+    """
+
+    type: Literal["subscribed"] = "subscribed"
+    id: str | None = None
+
+
 #: Everything a notification socket may receive (stream agents' own events come as their schema).
 #: Staff sockets also get each driver's ``driver.status`` (online, busy, offline), live only.
 SocketMessage = Annotated[
-    BookingNotice | EtaNotice | DriverLocation | DriverStatusEvent | Heartbeat, Field(discriminator="type")
+    BookingNotice | EtaNotice | DriverLocation | DriverStatusEvent | Heartbeat | Subscribed, Field(discriminator="type")
 ]
-SOCKET_MESSAGES: tuple[type[BaseModel], ...] = (BookingNotice, EtaNotice, DriverLocation, DriverStatusEvent, Heartbeat)
+SOCKET_MESSAGES: tuple[type[BaseModel], ...] = (
+    BookingNotice, EtaNotice, DriverLocation, DriverStatusEvent, Heartbeat, Subscribed,
+)  # fmt: skip

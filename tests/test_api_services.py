@@ -107,12 +107,12 @@ async def test_through_nginx_each_path_reaches_its_service_and_one_down_leaves_t
         customer = bearer(tokens["access_token"])
         assert (await c.get("/v1/bookings", headers=customer)).status_code == 200  # bookings
 
-        async def heartbeat() -> dict[str, object]:
+        async def first_message() -> dict[str, object]:
             ws_url = split.url.replace("http", "ws") + f"/v1/notifications?token={tokens['access_token']}"
             async with websockets.connect(ws_url, open_timeout=10) as ws:  # notifications, upgraded by nginx
                 return dict(json.loads(await asyncio.wait_for(ws.recv(), 10)))
 
-        assert (await heartbeat())["type"] == "heartbeat"
+        assert (await first_message())["type"] == "subscribed"  # its live delivery has started
 
         split.procs["bookings"].stop(sig=9)  # kill -9: no goodbye
         down = await c.get("/v1/bookings", headers=customer)
@@ -123,7 +123,7 @@ async def test_through_nginx_each_path_reaches_its_service_and_one_down_leaves_t
         # The other services keep working.
         assert (await ping(2)).status_code == 202
         assert (await c.get("/v1/auth/me", headers=customer)).status_code == 200
-        assert (await heartbeat())["type"] == "heartbeat"
+        assert (await first_message())["type"] == "subscribed"
 
 
 def test_a_client_over_its_rate_gets_429_and_others_do_not(split: Split, stack: Settings) -> None:

@@ -295,7 +295,7 @@ async def _collect(url: str, token: str, until: str | None, after: str | None = 
                 msg = orjson.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
             except TimeoutError:
                 break
-            if msg["type"] == "heartbeat":
+            if msg["type"] in ("heartbeat", "subscribed"):
                 continue
             got.append(msg)
             if until is not None and msg["type"] == until:

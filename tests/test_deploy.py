@@ -61,9 +61,13 @@ def test_the_local_nginx_config_is_valid(tmp_path: Path) -> None:
     out = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     text = conf.read_text()
-    for name in SERVICES:
+    for name, service in SERVICES.items():
         assert f"upstream {name} {{" in text
-    assert text.count("least_conn;") == len(SERVICES) and "limit_req zone=clients" in text
+        # Socket paths on an upstream without passive failure marks (a long socket would hold one).
+        assert (f"upstream {name}_sockets {{" in text) == bool(service.sockets), name
+    with_sockets = sum(1 for s in SERVICES.values() if s.sockets)
+    assert text.count("least_conn;") == len(SERVICES) + with_sockets and "limit_req zone=clients" in text
+    assert "max_fails=0;" in text and "proxy_pass http://notifications_sockets;" in text
 
 
 def _validate(*files: Path) -> subprocess.CompletedProcess[str]:

@@ -161,7 +161,7 @@ def test_a_message_arriving_after_a_greater_id_is_sent_once_and_not_replayed(api
                 msg = orjson.loads(ws.recv(timeout=timeout))  # type: ignore[attr-defined]
             except TimeoutError:
                 return got
-            if msg["type"] != "heartbeat":
+            if msg["type"] == "booking.test":
                 got.append(msg["id"])
 
     ws_url = api.url.replace("http", "ws") + f"/v1/notifications?token={token}"
@@ -171,3 +171,28 @@ def test_a_message_arriving_after_a_greater_id_is_sent_once_and_not_replayed(api
         assert received(ws, 2.0) == [ids[1], ids[0]]
     with ws_connect(ws_url + f"&after={ids[1]}") as ws:
         assert received(ws, 1.5) == []
+
+
+def test_the_first_message_is_a_cursor_that_misses_nothing(api: Pipeline, stack: Settings) -> None:
+    """A socket that received nothing yet still has a cursor: its first message, ``subscribed``.
+
+    What was written for the customer while it was away is replayed from that cursor, and the
+    ``subscribed`` after the replay carries the greatest id sent.
+    """
+    import redis
+    from websockets.sync.client import connect as ws_connect
+
+    from schemas.contracts import customer_audience, replay_key
+
+    token, subject = customer(api)
+    scope = customer_audience(subject)
+    r = redis.Redis.from_url(stack.redis_dsn, decode_responses=True)
+    ws_url = api.url.replace("http", "ws") + f"/v1/notifications?token={token}"
+    before = r.xadd(replay_key(scope), {"d": orjson.dumps({"type": "booking.test", "event_id": "before"}).decode()})
+    with ws_connect(ws_url) as ws:
+        first = orjson.loads(ws.recv(timeout=10))
+    assert first == {"type": "subscribed", "id": before}  # the stream's position when it subscribed
+    missed = r.xadd(replay_key(scope), {"d": orjson.dumps({"type": "booking.test", "event_id": "away"}).decode()})
+    with ws_connect(ws_url + f"&after={first['id']}") as ws:
+        got = [orjson.loads(ws.recv(timeout=10)) for _ in range(2)]
+    assert got == [{"type": "booking.test", "event_id": "away", "id": missed}, {"type": "subscribed", "id": missed}]

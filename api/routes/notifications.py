@@ -10,7 +10,9 @@ or a send did not complete within ``notify_send_timeout_s``; reconnect with ``af
 1012 the servers were restarted and the socket could not catch up itself (reconnect with
 ``after``). After a RabbitMQ reconnect an open socket first sends, in order, what it
 missed meanwhile, from the replay stream.
-An application heartbeat ``{"type": "heartbeat"}`` is sent when idle.
+The first message, ``{"type": "subscribed", "id": …}``, says live delivery has started and
+gives a cursor for ``after`` even if nothing else comes. An application heartbeat
+``{"type": "heartbeat"}`` is sent when idle.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from schemas.contracts import (
     driver_audience,
     replay_key,
 )
-from schemas.notifications import Heartbeat
+from schemas.notifications import Heartbeat, Subscribed
 
 HEARTBEAT = Heartbeat().model_dump_json()
 
@@ -150,6 +152,14 @@ async def notifications(ws: WebSocket) -> None:
         if after is not None:
             last = floor = stream_id(after)
             await replay(after)
+            cursor: str | None = "{}-{}".format(*last)
+        else:
+            try:  # where the replay stream is now: what comes later reaches this socket
+                newest = await res.redis.xrevrange(replay_key(scope), count=1)
+                cursor = newest[0][0] if newest else "0-0"
+            except RedisError:
+                cursor = None
+        await send(Subscribed(id=cursor).model_dump_json())
         while not gone:
             if sub.overflowed:
                 await too_slow()

@@ -5,8 +5,9 @@ Kubernetes): the locations come from :data:`api.services.SERVICES`, so a route a
 rule that reaches it are declared once. Per service: ``least_conn`` over its replicas, passive
 health checks (a replica that fails twice is left out for 5 s, and a request it refused goes
 to the next one: nginx never resends a POST that may have reached an API), WebSocket upgrade
-on its socket paths, and a JSON 503 with ``Retry-After`` when none of its replicas answers,
-so the other services keep working. Every client (its bearer token, the token in an OsmAnd
+on its socket paths (an upstream of their own, where a refused connect tries every
+replica), and a JSON 503 with ``Retry-After`` when none of its replicas answers, so the
+other services keep working. Every client (its bearer token, the token in an OsmAnd
 URL, else its address) is held to ``nginx_client_rate`` requests/s, with a burst; health
 and readiness are not.
 """
@@ -21,6 +22,8 @@ from core.config import Settings
 
 #: The largest body any route takes: a telemetry batch of ``max_batch_pings`` (the API checks the exact limit).
 _BODY = "2m"
+#: The suffix of a service's upstream for its WebSocket paths.
+_SOCKETS = "_sockets"
 
 
 def local_upstreams(settings: Settings) -> dict[ServiceName, list[str]]:
@@ -38,9 +41,12 @@ def _location(spec: str, service: Service, burst: int | None) -> str:
         if burst is not None
         else ""
     )
+    upstream = f"{service.name}{_SOCKETS}" if socket else service.name
+    # A socket's connect goes on to every replica in turn (its upstream has no passive marks).
+    tries = 0 if socket else 2
     return f"""        location {spec} {{
             set $service {service.name};{limit}
-            proxy_pass http://{service.name};
+            proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -48,7 +54,7 @@ def _location(spec: str, service: Service, burst: int | None) -> str:
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_read_timeout {timeout};
             proxy_next_upstream error timeout http_502;
-            proxy_next_upstream_tries 2;
+            proxy_next_upstream_tries {tries};
             error_page 502 504 = @unavailable;
         }}"""
 
@@ -60,13 +66,24 @@ def render_http(
     dirs = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi") if temp is not None else ()
     temps = "".join(f"\n    {k}_temp_path {temp}/{k};" for k in dirs)
     ups = []
-    for name in SERVICES:
+    for name, service in SERVICES.items():
         servers = "\n".join(f"        server {addr} max_fails=2 fail_timeout=5s;" for addr in upstreams[name])
         ups.append(f"""    upstream {name} {{
         least_conn;
 {servers}
         keepalive 128;
         keepalive_timeout 60s;
+    }}""")
+        if service.sockets:
+            # nginx clears a replica's failures only when a request to it ends, and a socket
+            # ends hours later: a replica marked failed once (while it restarted) would then
+            # take one new socket per fail_timeout, and a replica's clients reconnecting after
+            # it died found "no live upstreams" for minutes. Sockets have no marks: a connect
+            # refused by a dead replica costs a retry to the next.
+            plain = "\n".join(f"        server {addr} max_fails=0;" for addr in upstreams[name])
+            ups.append(f"""    upstream {name}{_SOCKETS} {{
+        least_conn;
+{plain}
     }}""")
     rate, burst = settings.nginx_client_rate, settings.nginx_client_burst
     locations = "\n".join(_location(spec, s, burst) for s in SERVICES.values() for spec in s.locations)

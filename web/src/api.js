@@ -116,8 +116,8 @@ export function useNotifications(token, onMessage) {
       ws.onopen = () => setConnected(true);
       ws.onmessage = (ev) => {
         const msg = JSON.parse(ev.data);
-        if (msg.type === "heartbeat") return;
         if (msg.id) last = last ? laterId(msg.id, last) : msg.id;
+        if (msg.type === "heartbeat" || msg.type === "subscribed") return;
         handler.current(msg);
       };
       ws.onclose = () => {
