@@ -30,7 +30,6 @@ PASSWORD = "chaos-customer-pw-1"  # accounts of this benchmark run only
 class Customer:
     email: str
     token: str = ""
-    subject: str = ""
     heard: list[str] = field(default_factory=list)  # event ids of booking messages, as received
     last_id: str | None = None
     connects: int = 0
@@ -57,9 +56,6 @@ class Customers:
                 login = await c.post("/v1/auth/login", json={"email": cu.email, "password": PASSWORD})
                 login.raise_for_status()
                 cu.token = login.json()["access_token"]
-                me = await c.get("/v1/auth/me", headers={"Authorization": f"Bearer {cu.token}"})
-                me.raise_for_status()
-                cu.subject = me.json()["id"]
 
     def start(self) -> None:
         for cu in self.customers:

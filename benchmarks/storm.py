@@ -44,6 +44,7 @@ from typing import Literal
 import websockets
 from pydantic import BaseModel, Field
 
+from api.notify import stream_id
 from benchmarks.notify import S, raise_fd_limit, until_subscribed
 from benchmarks.telemetry import ROOT, spawn, wait_http
 from fleetstream.stack.nginx import render_conf
@@ -70,12 +71,6 @@ class Client:
     reopened_at: float | None = None
 
 
-def later(a: str, b: str) -> str:
-    am, _, aseq = a.partition("-")
-    bm, _, bseq = b.partition("-")
-    return a if (int(am), int(aseq)) > (int(bm), int(bseq)) else b
-
-
 async def run_client(c: Client, url: str, backoff: float, kill: asyncio.Event) -> None:
     while True:
         q = f"?token={c.token}" + (f"&after={c.last}" if c.last else "")
@@ -88,14 +83,14 @@ async def run_client(c: Client, url: str, backoff: float, kill: asyncio.Event) -
                 async for raw in ws:
                     msg = json.loads(raw)
                     if msg.get("type") == "subscribed" and msg.get("id"):  # a cursor before any message
-                        c.last = msg["id"] if c.last is None else later(msg["id"], c.last)
+                        c.last = msg["id"] if c.last is None else max(msg["id"], c.last, key=stream_id)
                     if msg.get("type") != "bench.tick":
                         continue
                     if msg["event_id"] in c.received:
                         c.repeated += 1
                     else:
                         c.received[msg["event_id"]] = time.monotonic()
-                    c.last = msg["id"] if c.last is None else later(msg["id"], c.last)
+                    c.last = msg["id"] if c.last is None else max(msg["id"], c.last, key=stream_id)
         except asyncio.CancelledError:
             raise
         except Exception:  # closed, refused, reset: reconnect, as a browser would

@@ -3,8 +3,8 @@
 Authenticate with ``?token=`` (or an Authorization header). A customer hears about
 their bookings, a driver about offers and jobs, dispatchers and admins about every
 booking and every driver's location, a tracking link's holder about that one booking.
-``?after=<id>`` (the ``id`` of the last message received) replays what was missed first,
-in order, without duplicates. Close codes:
+``?after=<id>`` (the greatest ``id`` received) replays what was missed first, in order,
+without duplicates. Close codes:
 4401 bad token, 1008 bad parameters, 1013 the client read too slowly (its queue filled
 or a send did not complete within ``notify_send_timeout_s``; reconnect with ``after``),
 1012 the servers were restarted and the socket could not catch up itself (reconnect with
@@ -143,10 +143,11 @@ async def notifications(ws: WebSocket) -> None:
     async def replay(since: str) -> None:
         entries = await res.redis.xrange(replay_key(scope), min=f"({since}", max="+", count=s.notify_replay_max)
         for sid, fields in entries:
-            if already_sent(stream_id(sid)):
+            mid = stream_id(sid)
+            if already_sent(mid):
                 continue
             await send(orjson.dumps({**orjson.loads(fields["d"]), "id": sid}).decode())
-            sent(stream_id(sid))
+            sent(mid)
 
     try:
         if after is not None:
