@@ -7,7 +7,9 @@ its reason. The last accepted fix per driver lives in a changelog-backed table, 
 restarted worker filters exactly as before; with its speed and heading it is also the
 driver's state (``streams.driver_state`` mirrors it to Redis). With it, what each recent
 source record produced (``streams.replay``), so a record replayed after a crash is
-re-emitted rather than mistaken for a duplicate of itself. A clean batch keeps its
+re-emitted rather than mistaken for a duplicate of itself; a record replayed from further
+back than that memory (``streams.replay.seen_before``) re-emits those of its pings the
+driver's window of accepted seqs holds, and dead-letters none. A clean batch keeps its
 device batch's event id (a dead letter's id derives from it), so a replay re-emits
 identical records that downstream consumers dedupe.
 """
@@ -22,8 +24,8 @@ from schemas import DeadLetter, GpsPing, TelemetryBatch, deterministic_event_id
 from schemas.contracts import TELEMETRY_CLEAN, TELEMETRY_DLQ
 from streams import pipeline
 from streams.app import Runtime
-from streams.metrics import DROPPED, PINGS
-from streams.replay import produced_before, remember, seq_members, seq_set
+from streams.metrics import DROPPED, PINGS, REPLAYED_PAST_MEMORY
+from streams.replay import produced_before, remember, seen_before, seq_members, seq_set, window_add, window_has
 from streams.rules import CleanLimits, clean_pings
 
 
@@ -53,10 +55,15 @@ def cleaner(rt: Runtime) -> pipeline.CleanerFactory:
             if replayed is not None:
                 seqs = seq_members(replayed)
                 good, bad = [p for p in batch.pings if p.seq in seqs], list[tuple[GpsPing, str, str]]()
+            elif seen_before(state, source):  # processed, its memory pruned: what was accepted then
+                window = state.get("accepted", [])
+                good, bad = [p for p in batch.pings if window_has(window, p.seq)], []
+                REPLAYED_PAST_MEMORY.inc()
             else:
                 good, bad, last = clean_pings(state.get("last"), batch.pings, limits)
-                memory = remember({**state, "last": last}, source, seq_set([p.seq for p in good]),
-                                  rt.committed(source))  # fmt: skip
+                accepted = [p.seq for p in good]
+                memory = remember({**state, "last": last, "accepted": window_add(state.get("accepted", []), accepted)},
+                                  source, seq_set(accepted), rt.committed(source))  # fmt: skip
                 last_accepted[key] = memory
             PINGS.labels("clean").inc(len(batch.pings))
             for ping, reason, detail in bad:

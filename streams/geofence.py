@@ -19,7 +19,7 @@ from streams import pipeline, resources
 from streams.app import Runtime
 from streams.geo import Zone, ZoneIndex
 from streams.metrics import PINGS
-from streams.replay import produced_before, remember
+from streams.replay import produced_before, remember, seen_before
 from streams.rules import fence_changes
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
             replayed = produced_before(before, item.source)
             if replayed is not None:
                 changes = [(kind, zid, seq, dwell) for kind, zid, seq, dwell in replayed]
+            elif seen_before(before, item.source):
+                # Taken before the last fence change, its memory pruned: its events went out then.
+                # Judged against today's state it would invent an exit and an entry.
+                continue
             else:
                 if not before.get("inside") and not index.zones:
                     continue

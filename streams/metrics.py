@@ -16,6 +16,9 @@ from streams.offsets import committed_offsets
 RECORDS = Counter("fleetstream_agent_records_total", "Kafka records processed per agent", ["agent"])
 PINGS = Counter("fleetstream_agent_pings_total", "Pings processed per agent", ["agent"])
 DROPPED = Counter("fleetstream_pings_dropped_total", "Pings dropped by the clean agent", ["reason"])
+#: A record read again from further back than its key's replay memory (a commit that lagged a
+#: catch-up burst, or never happened before a kill): re-emitted from the accepted-seq window.
+REPLAYED_PAST_MEMORY = Counter("fleetstream_replayed_past_memory_total", "Records replayed beyond the replay memory")
 STORED = Counter("fleetstream_pings_stored_total", "Pings written to MongoDB history (fully processed)")
 LAG = Gauge("fleetstream_consumer_lag", "Records behind the partition end", ["topic", "partition"])
 #: From the producer's create time of a batch's oldest record to its batch starting here (the

@@ -295,3 +295,22 @@ async def test_a_revocation_commits_what_was_acknowledged_before_faust_forgets_i
     monkeypatch.setattr(offsets, "_on_partitions_revoked", faust_revoke)
     await offsets._commit_then_revoke(Consumer(), set())
     assert seen == [("commit", [7, 8, 9]), ("revoke", [7, 8, 9])]
+
+
+def test_accepted_seq_window_is_exact_within_its_span_and_bounded() -> None:
+    from streams.replay import seen_before, window_add, window_has
+
+    w: list[object] = []
+    for first in range(0, 100, 4):
+        w = window_add(w, [s for s in range(first, first + 4) if s % 10 != 7])  # every seq ending in 7 refused
+    assert [s for s in range(-5, 105) if window_has(w, s)] == [s for s in range(100) if s % 10 != 7]
+    # A window spans the last `span` seqs, and a seq jump far ahead starts it over.
+    w = window_add(w, [10_000], span=50)
+    assert window_has(w, 10_000) and not window_has(w, 99) and len(w[2]) <= 50  # type: ignore[arg-type]
+    # Many refused seqs: it keeps the newest `max_missing`, forgetting the older accepted ones.
+    w = []
+    for s in range(0, 1000, 2):
+        w = window_add(w, [s], max_missing=10)
+    assert len(w[2]) == 10 and window_has(w, 998) and not window_has(w, 997) and not window_has(w, 100)  # type: ignore[arg-type]
+    assert seen_before({"hw": {"raw:1": 7}}, ("raw", 1, 7)) and not seen_before({"hw": {"raw:1": 7}}, ("raw", 1, 8))
+    assert not seen_before({"hw": {"raw:1": 7}}, ("raw", 2, 0)) and not seen_before(None, ("raw", 1, 0))

@@ -68,6 +68,18 @@ def test_a_replay_after_the_state_moved_on_emits_the_old_events_not_new_ones() -
     assert h.state("a")["n"] == 2
 
 
+def test_a_replay_from_beyond_the_memory_changes_nothing_and_emits_nothing_new() -> None:
+    from streams.replay import KEEP
+
+    h = Harness(counting_agent())
+    n = KEEP + 10
+    h.send(*track("a", [(52.5, 13.4)] * n, T0))
+    emitted = len(h.emitted)
+    assert h.replay(0) == []  # record 0 is no longer remembered: it must not count again
+    assert h.state("a")["n"] == n and len(h.emitted) == emitted
+    assert h.replay(n - 1) == h.emitted[-1:]  # a recent one still re-emits what it emitted
+
+
 def test_timers_see_each_key_state() -> None:
     h = Harness(counting_agent())
     h.send(*track("a", [(52.5, 13.4)] * 2, T0, per_batch=2), *track("b", [(52.5, 13.4)], T0))

@@ -71,3 +71,42 @@ async def test_clean_forwards_good_batches_dead_letters_bad_pings_and_replays_th
     assert len(rt.topics[TELEMETRY_DLQ.name].values) == 1  # not dead-lettered twice
     assert rt.tables["clean-last-accepted"] == state
     assert time.perf_counter() - t0 < 1.0
+
+
+async def test_clean_replay_from_further_back_than_its_memory_reemits_what_was_accepted() -> None:
+    """A catch-up burst of one driver's records, then all of them read again before any commit.
+
+    Far more records than the replay memory keeps: the oldest are no longer remembered one
+    by one, yet each still re-emits exactly the pings accepted the first time (not the one
+    dropped for low accuracy) and nothing is dead-lettered as ``out_of_order``.
+    """
+    from streams.replay import KEEP
+
+    rt = LocalRuntime()
+    h = StepHarness(rt, cleaner=clean.cleaner(rt))
+    n = KEEP * 3
+    batches = track("d3", [(52.50 + i * 0.0001, 13.40) for i in range(n * 2)], per_batch=2)
+    bad = batches[5].pings[1].model_copy(update={"accuracy_m": 5000.0})
+    batches[5] = batches[5].model_copy(update={"pings": [batches[5].pings[0], bad]})
+    first = await h.send(*batches)
+    assert len(rt.topics[TELEMETRY_DLQ.name].values) == 1  # the low-accuracy fix
+    state = dict(rt.tables["clean-last-accepted"])
+    again = [await h.replay(i) for i in range(len(batches))]
+    assert [[p.seq for i in r for p in i.batch.pings] for r in again] == [[p.seq for p in i.batch.pings] for i in first]
+    assert [d.reason for d in rt.topics[TELEMETRY_DLQ.name].values] == ["low_accuracy"]
+    assert rt.tables["clean-last-accepted"] == state
+
+
+async def test_geofence_replay_of_a_record_before_the_entry_invents_no_exit() -> None:
+    """A record taken before the driver entered, read again once it is inside.
+
+    It changed nothing, so its memory was never kept: judged against today's state (inside)
+    it would emit an exit, and the next record an entry, that never happened.
+    """
+    rt = LocalRuntime()
+    h = StepHarness(rt, steps=[geofence.step(rt, geofence.Zones.fixed([DEPOT]))])
+    await h.send(*drive(8))  # ends inside the depot
+    events: list[GeofenceEvent] = rt.topics[GEOFENCE_EVENTS.name].values
+    assert [e.type for e in events] == ["geofence.enter"]
+    await h.replay(0)
+    assert [e.type for e in rt.topics[GEOFENCE_EVENTS.name].values] == ["geofence.enter"]

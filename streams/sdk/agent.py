@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from schemas import BookingEvent, DriverStatusEvent, GeofenceEvent, TelemetryBatch
 from schemas.base import IDENT_RE
 from schemas.contracts import BOOKING_EVENTS, DRIVER_STATUS, GEOFENCE_EVENTS, TELEMETRY_CLEAN, Topic
-from streams.replay import produced_before, remember
+from streams.replay import produced_before, remember, seen_before
 from streams.sdk.windows import Closed, Hopping, WindowState
 
 In = TypeVar("In", bound=BaseModel)
@@ -156,12 +156,16 @@ def apply(agent: Agent[Any, Out], value: Any, stored: dict[str, Any] | None, sou
 
     ``stored`` is ``{"state": …, "recent": […]}`` as kept in the agent's table. A record
     whose ``source`` (topic, partition, offset) is among ``recent`` was processed before a
-    crash: its events are returned again, unchanged, and the state is left alone.
+    crash: its events are returned again, unchanged, and the state is left alone. One from
+    further back (at or below the highest offset taken, ``streams.replay.seen_before``) emits
+    nothing: its events went out when it was first taken.
     """
     doc = stored or {}
     if source is not None and (before := produced_before(doc, source)) is not None:
         events = [agent.output.model_validate_json(e) for e in before]
         return Outcome(doc, events, {}, replayed=True)
+    if source is not None and seen_before(doc, source):  # taken before, beyond what ``recent`` keeps
+        return Outcome(doc, [], {}, replayed=True)  # applied to today's state it would count twice
     if agent.handler is None:
         raise ValueError(f"agent {agent.name} has no handler (decorate one with @agent.handle)")
     ctx: Context[Out] = Context(agent.name, agent.source.key(value), copy.deepcopy(doc.get("state", {})))
