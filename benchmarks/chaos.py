@@ -128,21 +128,41 @@ class Fleet:
                 port += 1
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.starts: dict[str, int] = {}
+        self.down: set[str] = set()  # killed or stopped on purpose: not restarted by :meth:`supervise`
+        self.crashes: list[dict[str, Any]] = []
 
     def start(self, name: str) -> None:
         n = self.starts.get(name, 0)
         self.starts[name] = n + 1
+        self.down.discard(name)
         self.procs[name] = spawn(self.commands[name], self.env, self.tmp / f"{name}-{n}.log")
+
+    async def supervise(self, t0: float) -> None:
+        """Restart a process that exited by itself, as Kubernetes restarts a pod, and say so.
+
+        A crash is reported (``crashed``), not hidden: a server restarted for seconds must
+        not stop a worker. Without the restart one crash would starve its partitions for the
+        rest of the run and every later figure would measure that instead.
+        """
+        while True:
+            for name, proc in list(self.procs.items()):
+                if name not in self.down and proc.poll() is not None:
+                    self.crashes.append({"process": name, "exit": proc.returncode, "t": round(time.monotonic() - t0, 1),
+                                         "log": str(self.tmp / f"{name}-{self.starts[name] - 1}.log")})  # fmt: skip
+                    self.start(name)
+            await asyncio.sleep(0.5)
 
     def wait_ready(self, name: str) -> None:
         wait_http(self.ready[name])
 
     def kill(self, name: str) -> None:
+        self.down.add(name)
         self.procs[name].kill()
         self.procs[name].wait(10)
 
     def stop(self, name: str) -> None:
         """SIGTERM, as Kubernetes stops a pod the autoscaler removes: the worker leaves its group."""
+        self.down.add(name)
         self.procs[name].terminate()
         self.procs[name].wait(60)
 
@@ -151,6 +171,7 @@ class Fleet:
         return [name for name in self.commands if name != self.spare]
 
     def stop_all(self) -> None:
+        self.down.update(self.procs)
         for p in self.procs.values():
             p.terminate()
         for p in self.procs.values():
@@ -400,6 +421,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = f"http://127.0.0.1:{args.nginx_port}"
     admin = AIOKafkaAdminClient(bootstrap_servers=S.kafka_servers)
     faults: list[dict[str, Any]] = []
+    supervisor: asyncio.Task[None] | None = None
     try:
         for name in fleet.initial:
             fleet.wait_ready(name)
@@ -431,6 +453,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(1)
 
         sampler = asyncio.create_task(sample())
+        supervisor = asyncio.create_task(fleet.supervise(t0))
         chosen = [f for f in args.faults.split(",") if f]
         spacing = (args.duration - 20) / max(1, len(chosen))
         for i, fault in enumerate(chosen):
@@ -470,6 +493,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         lag_zero_s = await wait_until(drained, 180)
         await customers.finish()
         sampler.cancel()
+        supervisor.cancel()
         accepted = {}
         for line in accepted_file.read_text().splitlines():
             d, last, n = line.split()
@@ -485,6 +509,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "live_workers": len(fleet.live),
             "duration_s": args.duration,
             "faults": faults,
+            "crashed": fleet.crashes,
             "loadgen": loadgen,
             "pings_accepted": sum(n for _, n in accepted.values()),
             **checked,
@@ -495,6 +520,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "samples": samples,
         }
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         await admin.close()
         fleet.stop_all()
         nginx.terminate()
@@ -537,7 +564,8 @@ async def main() -> None:
     result["command"] = "python -m benchmarks.chaos " + " ".join(sys.argv[1:])
     out = args.out or ROOT / "benchmarks" / "results" / f"chaos-{args.devices}.json"
     out.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1) + "\n")
-    summary = {k: result[k] for k in ("pings_accepted", "lost", "duplicated", "state_behind", "lag_zero_after_load_s")}
+    summary = {k: result[k] for k in ("pings_accepted", "lost", "duplicated", "state_behind", "lag_zero_after_load_s",
+                                      "crashed")}  # fmt: skip
     booked = result["booking_notifications"]
     print(json.dumps({"summary": summary, "bookings": booked, "faults": result["faults"]}), flush=True)
     failed = result["lost"] or result["duplicated"] or result["state_behind"] or booked["missed"] or booked["repeated"]

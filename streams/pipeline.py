@@ -107,6 +107,21 @@ def faulty(settings: Settings, name: str, step: Any) -> Any:
     return run
 
 
+async def isolated(rt: Runtime, name: str, records: Sequence[EventT],
+                   write: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:  # fmt: skip
+    """``write`` the batch; a record whose data the server refuses is dead-lettered alone (``streams.poison``).
+
+    A server that is away (restarting) is waited for, up to ``server_retry_s``: an agent
+    writing to it must never crash the worker for a restart of seconds (a Redis restart
+    stopped every live worker through the booking publisher, and the fleet's pings waited).
+    """
+
+    async def dead(event: EventT, exc: BaseException) -> None:
+        await rt.dead_letter(event.message, "step_failed", exc, step=name)
+
+    await isolate(records, faulty(rt.settings, name, write), dead, rt.settings.server_retry_s, name)
+
+
 def isolated_cleaner(rt: Runtime, clean: Cleaner) -> Cleaner:
     """Clean, with a record it fails on dead-lettered alone (step ``clean``) and the rest of its batch cleaned."""
     budget = rt.settings.server_retry_s

@@ -9,9 +9,10 @@ them as ``driver.{id}.location``), ``driver.{id}.status``, ``driver.{id}.geofenc
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
 from schemas import (
     BookingEvent,
@@ -80,7 +81,8 @@ def install(rt: Runtime) -> None:
     @app.agent(rt.topic(GEOFENCE_EVENTS), name="streams.publish.publish_geofence")
     async def publish_geofence(stream: StreamT[Any]) -> None:
         sink = RabbitSink(await resources.rabbit())
-        async for records in batches(stream, 500, 0.1):
+
+        async def write(records: Sequence[EventT]) -> None:
             out = []
             for e in (r.value for r in records):
                 if isinstance(e, GeofenceEvent):
@@ -90,24 +92,29 @@ def install(rt: Runtime) -> None:
                     out.append(Outgoing(driver_geofence_key(e.driver_id), body, mid, e.type))
             await sink.write(out)
 
+        async for records in batches(stream, 500, 0.1):
+            await pipeline.isolated(rt, "publish_geofence", records, write)
+
     @app.agent(rt.topic(DRIVER_STATUS), name="streams.publish.publish_status")
     async def publish_status(stream: StreamT[Any]) -> None:
         sink = RabbitSink(await resources.rabbit())
+
+        async def write(records: Sequence[EventT]) -> None:
+            await sink.write([Outgoing(status_key(e.driver_id), encode(e), str(e.event_id), e.type)
+                              for e in (r.value for r in records) if isinstance(e, DriverStatusEvent)])  # fmt: skip
+
         async for records in batches(stream, 500, 0.1):
-            await sink.write(
-                [
-                    Outgoing(status_key(e.driver_id), encode(e), str(e.event_id), e.type)
-                    for e in (r.value for r in records)
-                    if isinstance(e, DriverStatusEvent)
-                ]
-            )
+            await pipeline.isolated(rt, "publish_status", records, write)
 
     @app.agent(rt.topic(BOOKING_EVENTS), name="streams.publish.publish_bookings")
     async def publish_bookings(stream: StreamT[Any]) -> None:
         """Booking events to their audiences (``streams.fanout``)."""
         notifier = await Notifier.open()
-        async for records in batches(stream, 500, 0.05):
-            events = [r.value for r in records]
-            RECORDS.labels("publish_bookings").inc(len(events))
-            await notifier.send([(audiences(e), BookingNotice.of(e)) for e in events
+
+        async def write(records: Sequence[EventT]) -> None:
+            await notifier.send([(audiences(e), BookingNotice.of(e)) for e in (r.value for r in records)
                                  if isinstance(e, BookingEvent)])  # fmt: skip
+
+        async for records in batches(stream, 500, 0.05):
+            RECORDS.labels("publish_bookings").inc(len(records))
+            await pipeline.isolated(rt, "publish_bookings", records, write)

@@ -23,7 +23,7 @@ from streams.app import Runtime
 from streams.batching import batches
 from streams.history import OpenBucket, OpenBuckets, after
 from streams.metrics import RECORDS, STORED
-from streams.pipeline import faulty
+from streams.pipeline import faulty, isolated
 from streams.poison import isolate
 from streams.throttle import Throttle
 
@@ -63,16 +63,6 @@ async def buckets_of(
         else:
             empty.append(event)
     return out, empty
-
-
-async def isolated(rt: Runtime, name: str, records: Sequence[EventT],
-                   write: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:  # fmt: skip
-    """``write`` the batch; a record whose data the server refuses is dead-lettered alone (``streams.poison``)."""
-
-    async def dead(event: EventT, exc: BaseException) -> None:
-        await rt.dead_letter(event.message, "step_failed", exc, step=name)
-
-    await isolate(records, faulty(rt.settings, name, write), dead, rt.settings.server_retry_s, name)
 
 
 def geofence_doc(e: GeofenceEvent) -> dict[str, Any]:

@@ -572,7 +572,9 @@ async def test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up(  # t
     """Redis killed with -9 under load and back 4 s later (append-only file, as in production).
 
     The worker must ride it out: steps retry with backoff while Redis is away, the worker never
-    exits, and every driver's live state reaches its last ping soon after Redis is back.
+    exits, and every driver's live state reaches its last ping soon after Redis is back. The
+    publishers too: booking events arriving meanwhile wait for Redis (their replay streams),
+    they do not crash the worker (the booking publisher once did, in every live worker).
     """
     import subprocess
     import time
@@ -589,8 +591,14 @@ async def test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up(  # t
 
     server = redis_server()
     r = Redis(host="127.0.0.1", port=port, db=stack.redis_db, decode_responses=True)
-    env = {"FLEETSTREAM_AGENTS": "clean,driver_state", "FLEETSTREAM_REDIS_PORT": str(port)}
+    env = {"FLEETSTREAM_AGENTS": "clean,driver_state,publish", "FLEETSTREAM_REDIS_PORT": str(port)}
     p = Pipeline(stack, tmp_path, f"test-redis-crash-{uid}", **env)
+    from schemas import BookingEvent, GeoPoint
+    from schemas.contracts import customer_audience, replay_key
+
+    customer = f"rc-customer-{uid}"
+    booked = [BookingEvent(type="booking.requested", booking_id=uuid.uuid4(), status="requested",
+                           customer_id=customer, pickup=GeoPoint(lat=52.5, lon=13.4)) for _ in range(5)]  # fmt: skip
     drivers = [f"rc{i}-{uid}" for i in range(16)]
     last = dict.fromkeys(drivers, -1)
     stop = asyncio.Event()
@@ -619,6 +627,8 @@ async def test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up(  # t
         assert await wait_async(states, lambda got: min(got.values()) >= 5, 60), p.worker.output()[-3000:]
         server.kill()
         server.wait(10)
+        for e in booked:  # while Redis is away
+            await producer.send_and_wait(stack.topic("bookings.events"), encode(e), key=str(e.booking_id).encode())
         await asyncio.sleep(4)
         server = redis_server()
         back = time.monotonic()
@@ -631,6 +641,10 @@ async def test_a_redis_crash_does_not_stop_the_worker_and_state_catches_up(  # t
         assert caught_up, (await states(), last, p.worker.output()[-3000:])
         assert p.worker.popen.poll() is None, p.worker.output()[-4000:]
         assert took < 15, f"live state caught up {took:.1f} s after Redis came back"
+        stream = replay_key(customer_audience(customer))
+        heard = await wait_async(lambda: r.xlen(stream), lambda n: n >= len(booked), 30)
+        assert heard, (await r.xlen(stream), p.worker.output()[-3000:])
+        assert await r.xlen(stream) == len(booked)  # retried, not appended twice
     finally:
         stop.set()
         if load is not None and not load.done():
