@@ -394,7 +394,9 @@ async def main() -> None:
     ap.add_argument("--bg-batch", type=int, default=50, help="pings per background request (a phone's batch)")
     ap.add_argument("--api-port", type=int, default=8075)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notify.json")
+    ap.add_argument("--phases", default="fanout,latency", help="which phases to run, comma-separated")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     raise_fd_limit()
     from core.runtime import tune_gc
 
@@ -423,10 +425,12 @@ async def main() -> None:
         api_proc.cpu_percent(None)
         result: dict[str, object] = {"command": " ".join(sys.argv),
                                      "machine": {"cores": psutil.cpu_count()}}  # fmt: skip
-        result["fanout"] = await fanout_phase(args, url, api_proc)
-        print(json.dumps(result["fanout"]), flush=True)
-        result["latency"] = await latency_phase(args, url, worker.pid, api.pid)
-        print(json.dumps(result["latency"]), flush=True)
+        if "fanout" in phases:
+            result["fanout"] = await fanout_phase(args, url, api_proc)
+            print(json.dumps(result["fanout"]), flush=True)
+        if "latency" in phases:
+            result["latency"] = await latency_phase(args, url, worker.pid, api.pid)
+            print(json.dumps(result["latency"]), flush=True)
     finally:
         for p in (worker, api):
             p.terminate()
