@@ -64,15 +64,17 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def open_sockets(url: str, tokens: list[str], counts: dict[str, int]) -> list[object]:
+async def open_sockets(url: str, tokens: list[str], counts: dict[str, int], sources: int = 1) -> list[object]:
+    """``sources`` > 1 spreads the sockets over 127.0.0.1..N: one source address has ~28,000 ports."""
     sockets: list[object] = []
     readers: set[asyncio.Task[None]] = set()
     sem = asyncio.Semaphore(200)
 
-    async def one(token: str) -> None:
+    async def one(i: int, token: str) -> None:
         async with sem:
             ws = await websockets.connect(f"{url}/v1/notifications?token={token}", open_timeout=60,
-                                          ping_interval=None, max_queue=None)  # fmt: skip
+                                          ping_interval=None, max_queue=None,
+                                          local_addr=(f"127.0.0.{1 + i % sources}", 0))  # fmt: skip
             sockets.append(ws)
 
             async def read() -> None:
@@ -88,7 +90,7 @@ async def open_sockets(url: str, tokens: list[str], counts: dict[str, int]) -> l
             readers.add(task)
             task.add_done_callback(readers.discard)
 
-    await asyncio.gather(*(one(t) for t in tokens))
+    await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
     return sockets
 
 
@@ -121,7 +123,7 @@ async def fanout_phase(args: argparse.Namespace, url: str, api: psutil.Process) 
     rss0 = api.memory_info().rss
     counts = {"received": 0, "closed": 0}
     t0 = time.monotonic()
-    sockets = await open_sockets(url.replace("http", "ws"), tokens, counts)
+    sockets = await open_sockets(url.replace("http", "ws"), tokens, counts, args.sources)
     connect_s = time.monotonic() - t0
     # A socket is open before the server has bound its routing key; a message published in
     # between is unroutable. Wait until the API reports every socket subscribed.
@@ -394,6 +396,7 @@ async def main() -> None:
     ap.add_argument("--bg-batch", type=int, default=50, help="pings per background request (a phone's batch)")
     ap.add_argument("--api-port", type=int, default=8075)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notify.json")
+    ap.add_argument("--sources", type=int, default=1, help="client source addresses 127.0.0.1..N")
     ap.add_argument("--phases", default="fanout,latency", help="which phases to run, comma-separated")
     args = ap.parse_args()
     phases = set(args.phases.split(","))
