@@ -81,6 +81,8 @@ from schemas.contracts import BOOKING_EVENTS, driver_key
 
 T_BOOKED = S.topic(BOOKING_EVENTS.name)
 FAULTS = ("scale", "worker", "api", "kafka", "redis", "rabbitmq", "ferretdb")
+#: ``CHAOS_WORKER_LOGLEVEL=info`` logs the live workers' rebalances and recoveries (where a hand-over's time goes).
+LIVE_LOGLEVEL = os.environ.get("CHAOS_WORKER_LOGLEVEL", "warning")
 LIVE_AGENTS = "clean,driver_state,geofence,publish,eta,bookings,matching"
 
 
@@ -101,7 +103,7 @@ class Fleet:
         self.spare = f"worker{workers + 1}"  # the scale-out check's worker, started only by that fault
         for i, name in enumerate([*self.live, self.spare]):
             port = 6071 + i
-            self.commands[name] = [*cli, "worker", "--loglevel", "warning", "--agents", LIVE_AGENTS,
+            self.commands[name] = [*cli, "worker", "--loglevel", LIVE_LOGLEVEL, "--agents", LIVE_AGENTS,
                                    "--web-port", str(port)]  # fmt: skip
             self.ready[name] = f"http://127.0.0.1:{port}/ready"
         self.commands["store"] = [*cli, "worker", "--loglevel", "warning", "--agents", "store",
