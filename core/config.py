@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     topic_namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")
     telemetry_partitions: int = 8
     default_partitions: int = 8
-    faust_store: str = "memory://"
+    #: Faust's table store: ``fleetmemory://`` is its memory store keeping applied offsets, so a
+    #: rebalance rereads only the changelog it has not applied (``streams.tablestore``).
+    faust_store: str = "fleetmemory://"
     #: Where a *new* consumer group starts; "earliest" loses nothing, tests use "latest".
     consumer_offset_reset: str = "earliest"
     producer_linger_ms: int = 1
