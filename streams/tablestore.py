@@ -12,7 +12,7 @@ Registered as ``fleetmemory://`` (pyproject's ``faust.stores`` entry point).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from faust.stores import memory
@@ -37,9 +37,12 @@ class Store(memory.Store):
     def apply_changelog_batch(
         self, batch: Iterable[EventT], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
     ) -> None:
-        events = list(batch)
-        super().apply_changelog_batch(events, to_key, to_value)
-        for event in events:
+        super().apply_changelog_batch(self._noting_offsets(batch), to_key, to_value)
+
+    def _noting_offsets(self, batch: Iterable[EventT]) -> Iterator[EventT]:
+        """The batch, one pass: an event's offset is noted when the next is asked for (it is applied then)."""
+        for event in batch:
+            yield event
             self.set_persisted_offset(event.message.tp, event.message.offset)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
