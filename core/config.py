@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     #: it holds this many pings or its first ping waited this long (how far history trails live state).
     history_bucket_pings: int = 200
     history_flush_s: float = 10.0
+    #: The longest time range one track export (GPX, KML, CSV) covers: it streams, but holds a reader that long.
+    export_max_range_s: float = Field(default=7 * 86400.0, gt=0)
 
     # --- validation of what devices send
     max_batch_pings: int = 500

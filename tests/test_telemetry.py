@@ -527,3 +527,66 @@ async def _hget(stack: Settings, key: str, field: str) -> str | None:
         return await r.hget(key, field)
     finally:
         await r.aclose()
+
+
+async def test_track_exports_stream_gpx_kml_and_csv_across_pages(pipeline: Pipeline, mongo, uid: str) -> None:  # type: ignore[no-untyped-def]
+    """More than one reader page (5,000 pings) of 1 Hz history, exported whole in each format, in order."""
+    import csv
+    import io
+    import xml.etree.ElementTree as ET
+
+    driver, n = f"export-{uid}", 5200
+    token = pipeline.device_token(driver)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=n + 60)
+    pings = track(n, t0=t0, dlat=0.0001, dt=1.0)
+    async with httpx.AsyncClient(timeout=30) as client:
+        for i in range(0, n, 500):
+            r = await post(client, pipeline, token, pings[i : i + 500])
+            assert r.status_code == 202 and r.json()["accepted"] == len(pings[i : i + 500]), r.text
+        assert await eventually(lambda: _ge(lambda: _count(mongo, driver), n), timeout=60), "history not stored"
+
+        url = f"{pipeline.url}/v1/drivers/{driver}/track/export"
+        since = {"from": (t0 - timedelta(seconds=1)).isoformat()}
+        gpx = await client.get(url, params={**since, "format": "gpx"}, headers=pipeline.headers(token))
+        assert gpx.status_code == 200, gpx.text
+        assert gpx.headers["content-type"].startswith("application/gpx+xml")
+        assert f'filename="{driver}-' in gpx.headers["content-disposition"]
+        ns = {"g": "http://www.topografix.com/GPX/1/1", "x": "http://www.garmin.com/xmlschemas/TrackPointExtension/v2"}
+        points = ET.fromstring(gpx.content).findall(".//g:trkpt", ns)
+        assert len(points) == n
+        assert [float(p.get("lat") or 0) for p in points[:3]] == pytest.approx([pings[i]["lat"] for i in range(3)])
+        times = [p.findtext("g:time", namespaces=ns) for p in points]
+        assert times == sorted(times) and times[0] == t0.isoformat().replace("+00:00", "Z")
+        assert points[0].findtext(".//x:speed", namespaces=ns) == "11.0"
+
+        kml = await client.get(url, params={**since, "format": "kml"}, headers=pipeline.headers(token))
+        assert kml.status_code == 200 and "kml" in kml.headers["content-type"]
+        kns = {"k": "http://www.opengis.net/kml/2.2", "gx": "http://www.google.com/kml/ext/2.2"}
+        tracks = ET.fromstring(kml.content).findall(".//gx:Track", kns)
+        assert len(tracks) == 2  # one per reader page, each its times then its coordinates
+        assert sum(len(t.findall("k:when", kns)) for t in tracks) == n
+        assert sum(len(t.findall("gx:coord", kns)) for t in tracks) == n
+
+        rows = await client.get(url, params={**since, "format": "csv"}, headers=pipeline.headers(pipeline.admin))
+        assert rows.status_code == 200 and rows.headers["content-type"].startswith("text/csv")
+        table = list(csv.DictReader(io.StringIO(rows.text)))
+        assert [int(r["seq"]) for r in table] == list(range(n))
+        assert float(table[-1]["lat"]) == pytest.approx(pings[-1]["lat"]) and table[0]["accuracy_m"] == "5.0"
+
+        # A window: only its pings; and the rules of track reads.
+        window = {"from": (t0 + timedelta(seconds=100)).isoformat(), "to": (t0 + timedelta(seconds=110)).isoformat()}
+        part = await client.get(url, params={**window, "format": "csv"}, headers=pipeline.headers(token))
+        assert [int(r["seq"]) for r in csv.DictReader(io.StringIO(part.text))] == list(range(100, 110))
+        other = pipeline.device_token(f"other-{uid}")
+        assert (await client.get(url, headers=pipeline.headers(other))).status_code == 403
+        backwards = {"from": window["to"], "to": window["from"]}
+        assert (await client.get(url, params=backwards, headers=pipeline.headers(token))).status_code == 422
+        too_long = {"from": (t0 - timedelta(days=8)).isoformat(), "to": t0.isoformat()}
+        assert (await client.get(url, params=too_long, headers=pipeline.headers(token))).status_code == 422
+        assert (await client.get(url, params={"format": "shp"}, headers=pipeline.headers(token))).status_code == 422
+        naive = await client.get(url, params={"from": "2026-01-01T00:00:00"}, headers=pipeline.headers(token))
+        assert naive.status_code == 422
+
+
+async def _count(db, driver: str) -> int:  # type: ignore[no-untyped-def]
+    return len(await stored_seqs(db, driver))

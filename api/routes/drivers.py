@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal, cast
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
+from api import exports
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
 from api.responses import errors
 from schemas.base import GEO_MAX_LAT, Ident, Longitude
@@ -126,4 +128,45 @@ async def track(
         pings=[TrackPing(**p) for p in pings],
         next_cursor=nxt,
         next_after_seq=None if desc else nxt,
+    )
+
+
+#: Pings per read of an export (the track reader's largest page).
+EXPORT_PAGE = 5000
+
+
+@router.get("/{driver_id}/track/export", response_class=StreamingResponse, responses={
+    200: {"description": "the track, streamed", "content": {
+        media: {"schema": {"type": "string"}} for media in exports.MEDIA_TYPES.values()}},
+    422: {},
+})  # fmt: skip
+async def export_track(
+    driver_id: Ident,
+    res: ResourcesDep,
+    principal: PrincipalDep,
+    format: Annotated[exports.ExportFormat, Query(description="gpx, kml or csv")] = "gpx",
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="default: 24 h before to")] = None,
+    to: Annotated[AwareDatetime | None, Query(description="exclusive; default: now")] = None,
+) -> StreamingResponse:
+    """A time range of the driver's track as GPX, KML or CSV, oldest first, streamed page by page.
+
+    Whoever may read the track may export it. A range is at most ``export_max_range_s`` long.
+    """
+    can_read_driver(principal, driver_id)
+    end = to or datetime.now(UTC)
+    start = from_ or end - timedelta(days=1)
+    longest = res.settings.export_max_range_s
+    if end <= start or (end - start).total_seconds() > longest:
+        raise HTTPException(422, f"from must be before to, and the range at most {longest:g} s")
+    await res.reads.hit(principal.subject)
+
+    async def page(cursor: int) -> list[dict[str, Any]]:
+        return await read_track(res.db, driver_id, start, end, cursor, EXPORT_PAGE, redis=res.redis)
+
+    first = await page(-1)  # before the answer starts: a server that fails here answers 503
+    name = f"{driver_id}-{start.strftime('%Y%m%dT%H%M%SZ')}.{format}"
+    return StreamingResponse(
+        exports.stream(format, driver_id, first, EXPORT_PAGE, page),
+        media_type=exports.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
