@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     #: it holds this many pings or its first ping waited this long (how far history trails live state).
     history_bucket_pings: int = 200
     history_flush_s: float = 10.0
+    #: Trips and stops (``streams.agents.trips``): a stop is this long within this radius; an open
+    #: trip reports its distance so far this often.
+    stop_min_s: float = Field(default=300.0, gt=0)
+    stop_radius_m: float = Field(default=50.0, gt=0)
+    trip_progress_s: float = Field(default=60.0, gt=0)
+    #: The longest time range a trips, stops or summary report covers (they read a document per day).
+    report_max_range_s: float = Field(default=31 * 86400.0, gt=0)
     #: The longest time range one track export (GPX, KML, CSV) covers: it streams, but holds a reader that long.
     export_max_range_s: float = Field(default=7 * 86400.0, gt=0)
 

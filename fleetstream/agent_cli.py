@@ -21,13 +21,14 @@ console = Console()
 @agent_app.command("list")
 def list_agents() -> None:
     """Built-in agents and those installed through the ``fleetstream.agents`` entry point."""
-    from streams.worker import AGENTS, installed
+    from streams.worker import AGENTS, SDK_AGENTS, sdk_agents
 
     table = Table("agent", "kind", "reads", "emits")
     for name in AGENTS:
         table.add_row(name, "built-in", "", "")
-    for name, a in installed().items():
-        table.add_row(name, "installed", a.source.topic.name, f"{a.topic.name} ({a.output.__name__})")
+    for name, a in sdk_agents(get_settings()).items():
+        kind = "built-in (SDK)" if name in SDK_AGENTS else "installed"
+        table.add_row(name, kind, a.source.topic.name, f"{a.topic.name} ({a.output.__name__})")
     console.print(table)
 
 
@@ -51,13 +52,14 @@ def backtest(
     max_records: Annotated[int | None, typer.Option(help="Stop after this many source records.")] = None,
     show: Annotated[int, typer.Option(help="Print this many emitted events.")] = 5,
 ) -> None:
-    """Run an installed agent over retained history: what it would have emitted (nothing live is touched)."""
+    """Run an SDK agent (built-in or installed) over retained history: what it would have emitted (nothing
+    live is touched)."""
     from streams.sdk.backtest import backtest as run
-    from streams.worker import installed
+    from streams.worker import sdk_agents
 
-    agents = installed()
+    agents = sdk_agents(get_settings())
     if name not in agents:
-        raise typer.BadParameter(f"no installed agent {name!r}; installed: {sorted(agents) or 'none'}")
+        raise typer.BadParameter(f"no SDK agent {name!r}; there are: {sorted(agents) or 'none'}")
     t0, t1 = _when(start), _when(end) if end else datetime.now(UTC)
     report = asyncio.run(run(agents[name], get_settings(), t0, t1, max_records))
     console.print(f"agent {name}: {report.records:,} records of {agents[name].source.topic.name} "

@@ -27,7 +27,7 @@ from core.config import Settings
 from fleetstream.simulator import Simulation, summary
 from fleetstream.stack import Stack
 from streams.topics import ensure_topics
-from streams.worker import installed
+from streams.worker import sdk_agents
 
 
 class Children:
@@ -180,13 +180,13 @@ def run_demo(settings: Settings, duration: float | None, drivers: int, console: 
         children.start("worker", "worker", "--agents", "clean,driver_state,geofence,publish,bookings,matching,eta")
         children.start("store", "worker", "--agents", "store", "--app-id", f"{settings.app_id}-store",
                        "--web-port", str(settings.worker_web_port + 1))  # fmt: skip
-        # Stream agents of installed packages: a consumer group of their own, so a slow one delays no other.
-        if extra := sorted(installed()):
+        # SDK agents (trips, and installed packages'): a consumer group of their own, so a slow one delays no other.
+        if extra := list(sdk_agents(settings)):
             agents = ",".join(extra)
             port = str(settings.worker_web_port + 2)
             children.start("agents", "worker", "--agents", agents, "--app-id", f"{settings.app_id}-agents",
                            "--web-port", port)  # fmt: skip
-            console.print(f"[dim]agents[/dim] installed: {', '.join(extra)}")
+            console.print(f"[dim]agents[/dim] SDK: {', '.join(extra)}")
         for i in range(settings.api_replicas):
             children.start(f"api-{i}", "api", "--port", str(settings.api_port + i))
         url = f"http://{settings.host}:{settings.nginx_port}"

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from schemas.bookings import BookingCommand, BookingEvent
 from schemas.events import DeadLetter, DriverStatusEvent, EtaUpdate, GeofenceEvent
+from schemas.reports import MovementEvent
 from schemas.telemetry import TelemetryBatch
 
 # --- Kafka topics ------------------------------------------------------------------------
@@ -61,6 +62,8 @@ GEOFENCE_EVENTS = Topic("geofence.events", "driver_id", GeofenceEvent, "enter/ex
 BOOKING_COMMANDS = Topic("bookings.commands", "booking_id", BookingCommand, "what callers asked for")
 BOOKING_EVENTS = Topic("bookings.events", "booking_id", BookingEvent, "accepted booking transitions")
 ETA_UPDATES = Topic("eta.updates", "booking_id", EtaUpdate, "ETA changes per active booking")
+#: The trips agent's output (``streams.agents.trips``; an SDK agent's topic is ``agents.<name>``).
+TRIPS = Topic("agents.trips", "driver_id", MovementEvent, "trips and stops opened, advanced and closed")
 
 #: Every topic the project owns; ``fleetstream topics`` creates exactly these (broker-side
 #: auto-creation is off).
@@ -73,6 +76,7 @@ TOPICS: tuple[Topic[BaseModel], ...] = (
     BOOKING_COMMANDS,
     BOOKING_EVENTS,
     ETA_UPDATES,
+    TRIPS,
 )
 
 # --- Redis keys --------------------------------------------------------------------------
@@ -248,6 +252,9 @@ COLLECTIONS = (
                # The lists: a customer's, a driver's, or (staff) all bookings, newest first, merged from every shard.
                broadcast=(frozenset({"customer_id", "driver_id", "status"}),)),
     Collection("booking_events", (("booking_id", "hashed"),), "a booking's timeline, read per booking"),
+    Collection("trip_days", (("_id", "hashed"),),
+               "a driver's trips and stops of one UTC day per document ({driver}:{day}): reports read a range "
+               "as one _id lookup per day, which FerretDB answers without scanning too"),
     Collection("users", None, "small; looked up by email (a unique index needs the shard key)"),
     Collection("refresh_tokens", None, "small; a token family is revoked at once"),
     Collection("devices", None, "one per phone; listed per driver"),

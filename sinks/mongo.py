@@ -23,6 +23,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import AutoReconnect, BulkWriteError, NetworkTimeout
 
+from schemas.reports import MovementEvent, day_of, trip_day_id
 from schemas.track import bucket_pings, track_bucket
 from sinks.base import BatchSink
 
@@ -31,6 +32,7 @@ __all__ = [
     "InsertOnceSink",
     "LatestSink",
     "TrackSink",
+    "TripDaySink",
     "ensure_indexes",
     "read_track",
     "track_bucket",
@@ -222,3 +224,39 @@ class DriverStateSink(LatestSink):
 
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         super().__init__(db, "drivers", "seq")
+
+
+class TripDaySink(BatchSink[MovementEvent]):
+    """Trips and stops into their driver's day document, each under its id, the latest event's data.
+
+    One update by ``_id`` per day document (``$set`` of ``trips.<first seq>`` fields), so a
+    replay writes the same values again. A key's events arrive in order from one partition,
+    and a replay after a crash re-sends the rest of them in order, so the last write is the
+    latest; within a chunk the greatest ``rev`` wins.
+    """
+
+    retry_on = (AutoReconnect, NetworkTimeout, ConnectionError, OSError)
+    max_chunk = 90  # FerretDB v1.24's update-batch limit (see LatestSink)
+    name = "mongo.trip_days"
+
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        self.coll = db.trip_days
+
+    async def write_chunk(self, items: Sequence[MovementEvent]) -> None:
+        docs: dict[str, dict[str, Any]] = {}
+        revs: dict[str, int] = {}
+        for e in items:
+            item = e.trip or e.stop
+            if item is None:
+                continue
+            field = f"{'trips' if e.trip else 'stops'}.{item.first_seq}"
+            doc_id = trip_day_id(e.driver_id, day_of(e))
+            if revs.get(f"{doc_id}/{field}", -1) > e.rev:
+                continue
+            revs[f"{doc_id}/{field}"] = e.rev
+            fields = docs.setdefault(doc_id, {"driver_id": e.driver_id, "day": day_of(e).isoformat()})
+            fields[field] = {**item.model_dump(mode="python"), "rev": e.rev, "closed": e.closed}
+        if docs:
+            async with WRITE_LOCK:
+                await self.coll.bulk_write([UpdateOne({"_id": i}, {"$set": f}, upsert=True) for i, f in docs.items()],
+                                           ordered=False)  # fmt: skip

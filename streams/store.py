@@ -14,9 +14,18 @@ from typing import Any
 from faust.types import TP, EventT, StreamT
 
 from schemas import BookingEvent, GeofenceEvent, TelemetryBatch, decode
-from schemas.contracts import BOOKING_EVENTS, GEOFENCE_EVENTS, TELEMETRY_CLEAN
+from schemas.contracts import BOOKING_EVENTS, GEOFENCE_EVENTS, TELEMETRY_CLEAN, TRIPS
+from schemas.reports import MovementEvent
 from schemas.track import bucket_from_record
-from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, TrackSink, ensure_indexes, track_bucket
+from sinks.mongo import (
+    DriverStateSink,
+    InsertOnceSink,
+    LatestSink,
+    TrackSink,
+    TripDaySink,
+    ensure_indexes,
+    track_bucket,
+)
 from sinks.track_index import TrackIndexSink
 from streams import resources
 from streams.app import Runtime
@@ -83,7 +92,7 @@ def booking_doc(e: BookingEvent) -> dict[str, Any]:
 
 
 def install(rt: Runtime) -> None:
-    """The store agents: ping history, geofence events and bookings into MongoDB."""
+    """The store agents: ping history, geofence events, bookings, trips and stops into MongoDB."""
     app = rt.app
     #: Raw bytes: the history sink packs pings straight from the JSON (``schemas.track.bucket_from_record``).
     #: ``value_type`` keeps Faust from handing this channel an event another agent decoded with the codec.
@@ -199,3 +208,16 @@ def install(rt: Runtime) -> None:
         async for records in batches(stream, 500, 0.2):
             RECORDS.labels("store_bookings").inc(len(records))
             await isolated(rt, "store_bookings", records, write)
+
+    @app.agent(rt.topic(TRIPS, value_serializer="raw", value_type=bytes), name="streams.store.store_trips")
+    async def store_trips(stream: StreamT[Any]) -> None:
+        """The trips agent's trips and stops into their drivers' day documents (``trip_days``)."""
+        sink = TripDaySink(resources.db())
+
+        async def write(records: Sequence[EventT]) -> None:
+            # A record that is no MovementEvent raises here: ``isolated`` dead-letters it alone.
+            await sink.write([MovementEvent.model_validate_json(r.value) for r in records])
+
+        async for records in batches(stream, 500, 0.2):
+            RECORDS.labels("store_trips").inc(len(records))
+            await isolated(rt, "store_trips", records, write)

@@ -37,6 +37,7 @@ from streams import (
     sdk,
     store,
 )
+from streams.agents import trips
 from streams.app import GapRepair, Runtime, create_app, stop_on_agent_error
 from streams.sdk import run as sdk_run
 
@@ -70,6 +71,13 @@ AGENTS: dict[str, Agent] = {
 }
 
 
+#: Built-in agents written on the SDK, in order, from the settings; they run after ``AGENTS``
+#: (they read what those write) and before installed packages' agents.
+SDK_AGENTS: dict[str, Callable[[Settings], sdk.Agent[Any, Any]]] = {
+    "trips": lambda s: trips.agent(trips.TripRules.of(s)),  # trips and stops → agents.trips (stored by "store")
+}
+
+
 def installed() -> dict[str, sdk.Agent[Any, Any]]:
     """Agents of installed packages (entry-point group ``fleetstream.agents``), by entry-point name."""
     found: dict[str, sdk.Agent[Any, Any]] = {}
@@ -77,15 +85,20 @@ def installed() -> dict[str, sdk.Agent[Any, Any]]:
         agent = ep.load()
         if not isinstance(agent, sdk.Agent):
             raise TypeError(f"entry point {ep.name} ({ep.value}) is not a streams.sdk.Agent")
-        if ep.name in AGENTS or ep.name in found:
+        if ep.name in AGENTS or ep.name in SDK_AGENTS or ep.name in found:
             raise ValueError(f"installed agent {ep.name} ({ep.value}) takes a name already in use")
         found[ep.name] = agent
     return found
 
 
+def sdk_agents(settings: Settings) -> dict[str, sdk.Agent[Any, Any]]:
+    """The built-in SDK agents, then those of installed packages: the order they run in."""
+    return {**{n: make(settings) for n, make in SDK_AGENTS.items()}, **installed()}
+
+
 def build(settings: Settings, names: list[str] | None = None) -> Runtime:
     """The worker's app with the chosen agents (all, built-in and installed, when None) installed on it."""
-    extra = installed()
+    extra = sdk_agents(settings)
     chosen = names or [*AGENTS, *extra]
     unknown = [n for n in chosen if n not in AGENTS and n not in extra]
     if unknown:

@@ -126,9 +126,10 @@ async def test_every_query_names_the_shard_key(stack: Settings, recorder: Record
     from api.security import admin_token
     from schemas.bookings import BookingEvent
     from schemas.events import GeofenceEvent
+    from schemas.reports import MovementEvent, Stop, Trip
     from schemas.telemetry import GpsPing
     from schemas.track import track_bucket
-    from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, TrackSink
+    from sinks.mongo import DriverStateSink, InsertOnceSink, LatestSink, TrackSink, TripDaySink
     from sinks.track_index import TrackIndexSink
     from streams.store import booking_doc, booking_event_doc, geofence_doc
 
@@ -172,6 +173,18 @@ async def test_every_query_names_the_shard_key(stack: Settings, recorder: Record
             r = await c.get(f"/v1/drivers/{other}/track", headers=admin)
             assert r.status_code == 200 and len(r.json()["pings"]) == 1, r.text
             await DriverStateSink(db).write([{"_id": driver, "seq": 10, "lat": 52.5, "lon": 13.4}])
+
+            # Trips and stops as the store writes them (a day document by _id), and the reports.
+            trip = Trip(trip_id=f"{driver}:1", driver_id=driver, start=t0, end=t0 + timedelta(seconds=9),
+                        start_lat=52.5, start_lon=13.4, distance_m=90.0, driving_s=9.0, first_seq=1)  # fmt: skip
+            stop = Stop(stop_id=f"{driver}:10", driver_id=driver, start=t0 + timedelta(seconds=9), lat=52.5, lon=13.4,
+                        first_seq=10)  # fmt: skip
+            await TripDaySink(db).write([
+                MovementEvent(event_id=uuid.uuid4(), type="trip.closed", driver_id=driver, rev=10, trip=trip),
+                MovementEvent(event_id=uuid.uuid4(), type="stop.opened", driver_id=driver, rev=10, stop=stop),
+            ])  # fmt: skip
+            r = await c.get(f"/v1/drivers/{driver}/summary", headers=admin)
+            assert r.status_code == 200 and (r.json()["trips"], r.json()["stops"]) == (1, 1), r.text
 
             # Zones and their events: create, list, get, replace, events of the zone, delete.
             zone = {"name": "depot", "circle": {"center": {"lat": 52.5, "lon": 13.4}, "radius_m": 300}}

@@ -590,3 +590,53 @@ async def test_track_exports_stream_gpx_kml_and_csv_across_pages(pipeline: Pipel
 
 async def _count(db, driver: str) -> int:  # type: ignore[no-untyped-def]
     return len(await stored_seqs(db, driver))
+
+
+async def test_trips_stops_and_summary_from_the_trips_agent(pipeline: Pipeline, uid: str) -> None:
+    """A drive, a 400 s stop and a drive (at 1 Hz, an hour ago) through the worker's trips agent and the store."""
+    driver = f"trips-{uid}"
+    token = pipeline.device_token(driver)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    north = track(61, t0=t0, dlat=0.0001, dt=1.0)  # ~11 m/s for 60 s: ~667 m
+    parked = [{**north[-1], "seq": 61 + i, "ts": (t0 + timedelta(seconds=61 + i)).isoformat(),
+               "lat": north[-1]["lat"] + (i % 3) * 0.00005, "speed_mps": 0.0} for i in range(400)]  # fmt: skip
+    on = track(60, seq0=461, t0=t0 + timedelta(seconds=461), lat0=north[-1]["lat"] + 0.0001, dlat=0.0001, dt=1.0)
+    pings = north + parked + on
+    async with httpx.AsyncClient(timeout=30) as client:
+        for i in range(0, len(pings), 100):
+            r = await post(client, pipeline, token, pings[i : i + 100])
+            assert r.status_code == 202 and r.json()["accepted"] == len(pings[i : i + 100]), r.text
+        base = f"{pipeline.url}/v1/drivers/{driver}"
+        window = {"from": (t0 - timedelta(minutes=1)).isoformat()}
+
+        async def closed_trip() -> list[dict[str, Any]] | None:
+            r = await client.get(f"{base}/trips", params=window, headers=pipeline.headers(token))
+            assert r.status_code == 200, r.text
+            trips = r.json()
+            return trips if len(trips) == 2 and trips[0]["end"] is not None else None
+
+        trips = await eventually(closed_trip, timeout=60)
+        assert trips, "the trips agent's trips never reached the API"
+        first, second = trips
+        assert first["trip_id"] == f"{driver}:0" and first["distance_m"] == pytest.approx(667, rel=0.05)
+        assert first["max_speed_mps"] == 11.0 and 55 <= first["driving_s"] <= 61
+        assert second["end"] is None  # under way: the last fix inside the stop's radius is where it starts
+        assert abs(second["start_lat"] - parked[-1]["lat"]) < 0.0006
+
+        stops = (await client.get(f"{base}/stops", params=window, headers=pipeline.headers(token))).json()
+        assert len(stops) == 1 and stops[0]["duration_s"] == pytest.approx(400, abs=5)
+        assert stops[0]["start"] == first["end"] and stops[0]["end"] == second["start"]
+
+        admin = pipeline.headers(pipeline.admin)
+        s = (await client.get(f"{base}/summary", params=window, headers=admin)).json()
+        assert s["trips"] == 2 and s["stops"] == 1 and s["idle_s"] == pytest.approx(400, abs=5)
+        assert s["distance_m"] >= first["distance_m"] and s["max_speed_mps"] == 11.0
+        before = {"from": (t0 - timedelta(hours=3)).isoformat(), "to": (t0 - timedelta(hours=2)).isoformat()}
+        empty = (await client.get(f"{base}/summary", params=before, headers=admin)).json()
+        assert (empty["trips"], empty["stops"], empty["distance_m"]) == (0, 0, 0.0)
+
+        other = pipeline.headers(pipeline.device_token(f"other-{uid}"))
+        for path in ("trips", "stops", "summary"):
+            assert (await client.get(f"{base}/{path}", headers=other)).status_code == 403
+        too_long = {"from": (t0 - timedelta(days=40)).isoformat(), "to": t0.isoformat()}
+        assert (await client.get(f"{base}/summary", params=too_long, headers=admin)).status_code == 422

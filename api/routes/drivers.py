@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 
@@ -11,10 +12,12 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api import exports
 from api.deps import PrincipalDep, ResourcesDep, can_read_driver
+from api.resources import Resources
 from api.responses import errors
 from schemas.base import GEO_MAX_LAT, Ident, Longitude
 from schemas.contracts import GEO_KEY, KNOWN_KEY, driver_key
 from schemas.drivers import DriverState, NearbyDriver
+from schemas.reports import DriverSummary, Stop, Trip, trip_day_id
 from sinks.mongo import read_track
 
 router = APIRouter(prefix="/v1/drivers", tags=["drivers"], responses=errors(401, 403, 404, 429))
@@ -170,3 +173,72 @@ async def export_track(
         media_type=exports.MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: 24 h before to")]
+Until = Annotated[AwareDatetime | None, Query(description="exclusive; default: now")]
+
+
+async def _reported(res: Resources, driver_id: str, kind: Literal["trips", "stops"], from_: datetime | None,
+                    to: datetime | None) -> tuple[datetime, datetime, list[dict[str, Any]]]:  # fmt: skip
+    """The driver's trips or stops that started in the range, oldest first: a document per UTC day, by ``_id``."""
+    end = to or datetime.now(UTC)
+    start = from_ or end - timedelta(days=1)
+    longest = res.settings.report_max_range_s
+    if end <= start or (end - start).total_seconds() > longest:
+        raise HTTPException(422, f"from must be before to, and the range at most {longest:g} s")
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    docs = await asyncio.gather(*(res.db.trip_days.find_one({"_id": trip_day_id(driver_id, d)}, {kind: 1})
+                                  for d in days))  # fmt: skip
+    items = [
+        {k: v for k, v in item.items() if k not in ("rev", "closed")}
+        for doc in docs if doc is not None
+        for item in (doc.get(kind) or {}).values()
+        if start <= item["start"] < end
+    ]  # fmt: skip
+    return start, end, sorted(items, key=lambda i: i["start"])
+
+
+@router.get("/{driver_id}/trips", response_model=list[Trip], responses={422: {}})
+async def trips(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep, from_: Since = None, to: Until = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> list[Trip]:  # fmt: skip
+    """Trips that started in the range, oldest first; one under way has no ``end`` (its distance so far).
+
+    A trip is the movement between two stops (``FLEETSTREAM_STOP_MIN_S`` within ``FLEETSTREAM_STOP_RADIUS_M``).
+    """
+    can_read_driver(principal, driver_id)
+    await res.reads.hit(principal.subject)
+    _, _, items = await _reported(res, driver_id, "trips", from_, to)
+    return [Trip.model_validate(i) for i in items[:limit]]
+
+
+@router.get("/{driver_id}/stops", response_model=list[Stop], responses={422: {}})
+async def stops(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep, from_: Since = None, to: Until = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> list[Stop]:  # fmt: skip
+    """Stops that started in the range, oldest first; the driver's current one has no ``end``."""
+    can_read_driver(principal, driver_id)
+    await res.reads.hit(principal.subject)
+    _, _, items = await _reported(res, driver_id, "stops", from_, to)
+    return [Stop.model_validate(i) for i in items[:limit]]
+
+
+@router.get("/{driver_id}/summary", response_model=DriverSummary, responses={422: {}})
+async def summary(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep, from_: Since = None,
+                  to: Until = None) -> DriverSummary:  # fmt: skip
+    """Distance, driving and idle time, top speed and counts of the trips and stops that started in the range."""
+    can_read_driver(principal, driver_id)
+    await res.reads.hit(principal.subject)
+    start, end, moves = await _reported(res, driver_id, "trips", from_, to)
+    _, _, rests = await _reported(res, driver_id, "stops", start, end)
+    now = datetime.now(UTC)
+    idle = sum(s["duration_s"] if s.get("end") is not None else max((min(now, end) - s["start"]).total_seconds(), 0)
+               for s in rests)  # fmt: skip
+    return DriverSummary(
+        driver_id=driver_id, start=start, end=end,
+        distance_m=round(sum(t["distance_m"] for t in moves), 1),
+        driving_s=round(sum(t["driving_s"] for t in moves), 1),
+        idle_s=round(idle, 1),
+        max_speed_mps=max((t["max_speed_mps"] for t in moves), default=0.0),
+        trips=len(moves), stops=len(rests),
+    )  # fmt: skip
