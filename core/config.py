@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     driver_known_s: float = 24 * 3600.0
     offline_check_s: float = 2.0
     default_dwell_s: float = 300.0
+    #: A fix whose accuracy circle (at most this radius) straddles a zone's edge neither enters nor exits it.
+    fence_accuracy_cap_m: float = Field(default=50.0, ge=0)
     location_publish_interval_s: float = 1.0
     #: The ``drivers`` collection's copy of each driver's state (recovery and reporting; Redis is
     #: the live copy, the clean table the authoritative one), written at most this often per

@@ -137,6 +137,11 @@ def replay_ids_key(audience: str) -> str:
     return f"notify:ids:{audience}"
 
 
+def zone_members_key(zone_id: str) -> str:
+    """Set of the drivers inside a zone now (enters add, exits remove: ``streams.publish``)."""
+    return f"zone:{zone_id}:inside"
+
+
 def track_seq_key(driver_id: str) -> str:
     """A driver's history buckets by first seq (``sinks.track_index``)."""
     return f"track:{driver_id}:seq"

@@ -30,7 +30,8 @@ class DriverStatusEvent(Envelope):
 class GeofenceEvent(Envelope):
     """Tile38-style fence detection: a driver entered, left, or stayed inside a zone."""
 
-    type: Literal["geofence.enter", "geofence.exit", "geofence.dwell"]
+    #: cross: the segment between two fixes passed through the zone, neither fix in it.
+    type: Literal["geofence.enter", "geofence.exit", "geofence.dwell", "geofence.cross"]
     driver_id: Ident
     zone_id: Ident
     zone_name: ShortText

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import GeoPoint, Ident, Model, ShortText
 
+FenceKind = Literal["enter", "exit", "dwell", "cross"]
+#: What a zone reports unless it says otherwise (``cross`` is asked for: it costs a segment test).
+DETECT_DEFAULT: tuple[FenceKind, ...] = ("enter", "exit", "dwell")
+
 
 class Circle(Model):
     center: GeoPoint
@@ -21,6 +25,9 @@ class ZoneIn(Model):
     polygon: list[GeoPoint] | None = Field(default=None, min_length=3, max_length=5000)
     circle: Circle | None = None
     dwell_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    #: The events this zone reports (Tile38's ``DETECT``): ``cross`` for sparse fixes whose segment
+    #: passes through the zone with neither fix in it.
+    detect: list[FenceKind] = Field(default_factory=lambda: list(DETECT_DEFAULT), min_length=1, max_length=4)
 
     @model_validator(mode="after")
     def _one_shape(self) -> ZoneIn:
@@ -49,7 +56,7 @@ class ZoneEventView(BaseModel):
     model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True)
 
     event_id: str = Field(validation_alias="_id")
-    type: Literal["geofence.enter", "geofence.exit", "geofence.dwell"]
+    type: Literal["geofence.enter", "geofence.exit", "geofence.dwell", "geofence.cross"]
     driver_id: str
     zone_id: str
     zone_name: str
@@ -57,3 +64,13 @@ class ZoneEventView(BaseModel):
     lon: float
     at: datetime
     dwell_s: float | None = None
+
+
+class ZoneDrivers(BaseModel):
+    """Drivers inside a zone now, or outside it."""
+
+    zone_id: str
+    where: Literal["inside", "outside"]
+    drivers: list[str]
+    #: More drivers than ``limit`` matched.
+    more: bool

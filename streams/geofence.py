@@ -64,6 +64,7 @@ def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
     )
     zones = given or Zones()
     default_dwell = rt.settings.default_dwell_s
+    accuracy_cap = rt.settings.fence_accuracy_cap_m
 
     @rt.app.timer(interval=1.0, name="streams.geofence.refresh_zones")
     async def refresh_zones() -> None:
@@ -95,8 +96,14 @@ def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
                     continue
                 PINGS.labels("geofence").inc(len(batch.pings))
                 inside = {k: dict(v) for k, v in before.get("inside", {}).items()}
-                found = [c for p in batch.pings for c in fence_changes(inside, p, index, default_dwell)]
+                # The previous fix, for zones that detect cross (kept only while some zone does).
+                prev = before.get("last") if index.cross else None
+                found = []
+                for p in batch.pings:
+                    found += fence_changes(inside, p, index, default_dwell, prev, accuracy_cap)
+                    prev = (p.lat, p.lon)
                 changes = [(c.kind, c.zone_id, c.ping.seq, c.dwell_s) for c in found]
+                last = [prev[0], prev[1]] if index.cross and prev is not None else None
             by_seq = {p.seq: p for p in batch.pings}
             for kind, zone_id, seq, dwell in changes:
                 ping = by_seq[seq]
@@ -115,9 +122,9 @@ def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
                         dwell_s=dwell,
                     ),
                 )
-            if replayed is None and (changes or inside != before.get("inside", {})):
+            if replayed is None and (changes or inside != before.get("inside", {}) or last != before.get("last")):
                 changed = [list(c) for c in changes]
-                inside_table[key] = remember({**before, "inside": inside}, item.source, changed,
+                inside_table[key] = remember({**before, "inside": inside, "last": last}, item.source, changed,
                                              rt.committed(item.source))  # fmt: skip
 
     return make

@@ -33,6 +33,7 @@ from schemas.contracts import (
 )
 from schemas.notifications import BookingNotice, DriverLocation, DriverLocations
 from sinks.rabbitmq import Outgoing, RabbitSink
+from sinks.zone_members import ZoneMembersSink
 from streams import pipeline, resources
 from streams.app import Runtime
 from streams.batching import batches
@@ -80,16 +81,19 @@ def install(rt: Runtime) -> None:
 
     @app.agent(rt.topic(GEOFENCE_EVENTS), name="streams.publish.publish_geofence")
     async def publish_geofence(stream: StreamT[Any]) -> None:
+        """Every fence event to RabbitMQ, and enters and exits to the zones' member sets in Redis."""
         sink = RabbitSink(await resources.rabbit())
+        members = ZoneMembersSink(resources.redis())
 
         async def write(records: Sequence[EventT]) -> None:
             out = []
-            for e in (r.value for r in records):
-                if isinstance(e, GeofenceEvent):
-                    kind = e.type.removeprefix("geofence.")
-                    body, mid = encode(e), str(e.event_id)
-                    out.append(Outgoing(zone_key(e.zone_id, kind), body, mid, e.type))
-                    out.append(Outgoing(driver_geofence_key(e.driver_id), body, mid, e.type))
+            fences = [e for e in (r.value for r in records) if isinstance(e, GeofenceEvent)]
+            await members.write(fences)
+            for e in fences:
+                kind = e.type.removeprefix("geofence.")
+                body, mid = encode(e), str(e.event_id)
+                out.append(Outgoing(zone_key(e.zone_id, kind), body, mid, e.type))
+                out.append(Outgoing(driver_geofence_key(e.driver_id), body, mid, e.type))
             await sink.write(out)
 
         async for records in batches(stream, 500, 0.1):

@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import Any
 
 from schemas import GpsPing
-from streams.geo import ZoneIndex, haversine_m
+from streams.geo import Zone, ZoneIndex, haversine_m
 
 _SEQ = attrgetter("seq")
 
@@ -74,35 +74,68 @@ def clean_pings(
 
 @dataclass(frozen=True)
 class FenceChange:
-    kind: str  # enter | exit | dwell
+    kind: str  # enter | exit | dwell | cross
     zone_id: str
     ping: GpsPing
     dwell_s: float | None = None
 
 
 def fence_changes(
-    inside: dict[str, dict[str, Any]], ping: GpsPing, index: ZoneIndex, default_dwell_s: float
+    inside: dict[str, dict[str, Any]],
+    ping: GpsPing,
+    index: ZoneIndex,
+    default_dwell_s: float,
+    previous: tuple[float, float] | None = None,
+    accuracy_cap_m: float = 50.0,
 ) -> list[FenceChange]:
     """Compare the zones containing ``ping`` with ``inside`` (zone → entered_at, dwelled), updating it.
 
+    Tile38's semantics, plus two of our own:
+
+    - **Hysteresis by accuracy.** A fix whose accuracy circle (``accuracy_m``, at most
+      ``accuracy_cap_m``) straddles a zone's edge changes nothing: it neither enters nor
+      exits, so a driver waiting at the edge does not flap in and out with GPS jitter.
+      Only a change is checked: a fix whose side agrees with the state costs no distance.
+    - **cross**, for a zone that asks for it: the segment from the ``previous`` fix (lat, lon)
+      to this one passes through the zone, and neither fix is in it (sparse fixes, a
+      zone smaller than the distance between two).
+
     A zone that disappeared from the index counts as exited, so a deleted zone does
-    not keep drivers "inside" forever.
+    not keep drivers "inside" forever. Events of kinds a zone does not ``detect`` are
+    left out; its state is kept all the same.
     """
-    now_in = {z.zone_id: z for z in index.containing(ping.lat, ping.lon)}
+    lat, lon = ping.lat, ping.lon
+    margin = min(ping.accuracy_m or 0.0, accuracy_cap_m)
+    was_in = set(inside)
+    now_in: dict[str, Zone] = {}
+    for z in index.candidates(lat, lon):
+        if z.contains(lat, lon) and (z.zone_id in inside or not margin or z.boundary_m(lat, lon) >= margin):
+            now_in[z.zone_id] = z
     out: list[FenceChange] = []
     for zid in list(inside):
-        if zid not in now_in:
-            del inside[zid]
+        if zid in now_in:
+            continue
+        zone = index.zones.get(zid)
+        if zone is not None and margin and zone.boundary_m(lat, lon) < margin:
+            continue  # outside, but not surely: still inside
+        del inside[zid]
+        if zone is None or "exit" in zone.detect:
             out.append(FenceChange("exit", zid, ping))
     for zid, zone in now_in.items():
         rec = inside.get(zid)
         if rec is None:
             inside[zid] = {"entered_at": ping.ts.isoformat(), "dwelled": False}
-            out.append(FenceChange("enter", zid, ping))
+            if "enter" in zone.detect:
+                out.append(FenceChange("enter", zid, ping))
             continue
         stayed = (ping.ts - datetime.fromisoformat(rec["entered_at"])).total_seconds()
         limit = zone.dwell_s if zone.dwell_s is not None else default_dwell_s
         if not rec["dwelled"] and stayed >= limit:
             rec["dwelled"] = True
-            out.append(FenceChange("dwell", zid, ping, stayed))
+            if "dwell" in zone.detect:
+                out.append(FenceChange("dwell", zid, ping, stayed))
+    if previous is not None and index.cross:
+        for zone in index.crossed(previous, (lat, lon)):
+            if zone.zone_id not in inside and zone.zone_id not in was_in:
+                out.append(FenceChange("cross", zone.zone_id, ping))
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from schemas import GpsPing
 from streams.geo import Zone, ZoneIndex, haversine_m
@@ -314,3 +317,68 @@ def test_accepted_seq_window_is_exact_within_its_span_and_bounded() -> None:
     assert len(w[2]) == 10 and window_has(w, 998) and not window_has(w, 997) and not window_has(w, 100)  # type: ignore[arg-type]
     assert seen_before({"hw": {"raw:1": 7}}, ("raw", 1, 7)) and not seen_before({"hw": {"raw:1": 7}}, ("raw", 1, 8))
     assert not seen_before({"hw": {"raw:1": 7}}, ("raw", 2, 0)) and not seen_before(None, ("raw", 1, 0))
+
+
+M = 1 / 111_195  # a metre of latitude, degrees
+
+
+def test_a_fix_whose_accuracy_straddles_the_edge_neither_enters_nor_exits() -> None:
+    index = ZoneIndex([circle("gate", 52.5, 13.4, 100)])
+    inside: dict[str, dict[str, object]] = {}
+    # 95 m from the centre (5 m inside) at 20 m accuracy: not surely in, so no enter.
+    assert fence_changes(inside, ping(1, 0, lat=52.5 + 95 * M, acc=20.0), index, 300) == []
+    assert [c.kind for c in fence_changes(inside, ping(2, 5, lat=52.5 + 60 * M, acc=20.0), index, 300)] == ["enter"]
+    # Jitter across the edge at the gate: 105 m (5 m out) at 20 m, then 97 m: still inside, no flapping.
+    for seq, metres in ((3, 105), (4, 97), (5, 108), (6, 102)):
+        assert fence_changes(inside, ping(seq, seq * 5, lat=52.5 + metres * M, acc=20.0), index, 300) == []
+    assert "gate" in inside
+    # Surely out (130 m at 20 m), it exits; without an accuracy, the edge alone decides.
+    assert [c.kind for c in fence_changes(inside, ping(7, 40, lat=52.5 + 130 * M, acc=20.0), index, 300)] == ["exit"]
+    assert [c.kind for c in fence_changes(inside, ping(8, 45, lat=52.5 + 99 * M, acc=None), index, 300)] == ["enter"]
+    # The accuracy counted is capped (FLEETSTREAM_FENCE_ACCURACY_CAP_M): a 90 m fix 60 m out does exit.
+    assert [c.kind for c in fence_changes(inside, ping(9, 50, lat=52.5 + 160 * M, acc=90.0), index, 300,
+                                          accuracy_cap_m=50)] == ["exit"]  # fmt: skip
+
+
+def test_a_polygon_edge_distance_is_in_metres() -> None:
+    zone = square("sq", 52.5, 13.4, 0.001)  # ~111 m north-south, ~68 m east-west half widths
+    east_edge = 13.4 + 0.001
+    metre_lon = M / math.cos(math.radians(52.5))
+    assert zone.boundary_m(52.5, east_edge - 10 * metre_lon) == pytest.approx(10, rel=0.02)
+    assert zone.boundary_m(52.5, east_edge + 25 * metre_lon) == pytest.approx(25, rel=0.02)
+    assert zone.boundary_m(52.5 + 0.001 + 40 * M, 13.4) == pytest.approx(40, rel=0.02)
+
+
+def cross_zone(zid: str, shape: Zone) -> Zone:
+    shape.detect = frozenset({"enter", "exit", "cross"})
+    return shape
+
+
+def test_sparse_fixes_that_pass_through_a_zone_report_cross() -> None:
+    small = cross_zone("kiosk", circle("kiosk", 52.5, 13.4, 30))
+    plaza = cross_zone("plaza", square("plaza", 52.52, 13.4, 0.0005))
+    quiet = circle("quiet", 52.51, 13.4, 30)  # detects no cross
+    index = ZoneIndex([small, plaza, quiet])
+    inside: dict[str, dict[str, object]] = {}
+    # A fix every 60 s, 1.2 km apart, straight north over the kiosk, the quiet zone and the plaza.
+    fixes = [ping(i, i * 60, lat=52.4925 + i * 0.005) for i in range(8)]  # none in a zone
+    kinds = []
+    prev = None
+    for p in fixes:
+        kinds += [(c.kind, c.zone_id, p.seq) for c in fence_changes(inside, p, index, 300, prev)]
+        prev = (p.lat, p.lon)
+    assert kinds == [("cross", "kiosk", 2), ("cross", "plaza", 6)]
+    # A segment that passes beside a zone is no cross; one that ends inside is an enter, not a cross.
+    assert not small.cut_by((52.49, 13.401), (52.51, 13.401))  # ~68 m east of the centre, radius 30
+    enter = fence_changes({}, ping(9, 600, lat=52.5), index, 300, previous=(52.49, 13.4))
+    assert [(c.kind, c.zone_id) for c in enter] == [("enter", "kiosk")]
+
+
+def test_a_zone_reports_only_what_it_detects() -> None:
+    exits_only = circle("out", 52.5, 13.4, 200)
+    exits_only.detect = frozenset({"exit"})
+    index = ZoneIndex([exits_only])
+    inside: dict[str, dict[str, object]] = {}
+    assert fence_changes(inside, ping(1, 0), index, 300) == []  # entered: state, no event
+    assert "out" in inside
+    assert [c.kind for c in fence_changes(inside, ping(2, 5, lat=52.51), index, 300)] == ["exit"]

@@ -110,3 +110,19 @@ async def test_geofence_replay_of_a_record_before_the_entry_invents_no_exit() ->
     assert [e.type for e in events] == ["geofence.enter"]
     await h.replay(0)
     assert [e.type for e in rt.topics[GEOFENCE_EVENTS.name].values] == ["geofence.enter"]
+
+
+async def test_geofence_step_reports_cross_between_records_and_replays_it_once() -> None:
+    """Fixes 90 m apart, one per record, past a 30 m kiosk: the previous fix is kept in the step's table."""
+    kiosk = Zone.from_doc({"_id": "kiosk", "name": "Kiosk", "detect": ["enter", "exit", "cross"],
+                           "circle": {"center": {"lat": 52.5175, "lon": 13.40}, "radius_m": 30.0}})  # fmt: skip
+    rt = LocalRuntime()
+    h = StepHarness(rt, steps=[geofence.step(rt, geofence.Zones.fixed([kiosk]))])
+    batches = track("d1", [(52.5155 + i * 0.0008, 13.40) for i in range(6)], every_s=10.0, per_batch=1)
+    await h.send(*batches)  # 52.5155, .5163, .5171, .5179 (...): .5171 and .5179 are 44 m either side of it
+    events: list[GeofenceEvent] = rt.topics[GEOFENCE_EVENTS.name].values
+    assert [(e.type, e.zone_id, e.at) for e in events] == [("geofence.cross", "kiosk", batches[3].pings[0].ts)]
+    await h.replay(3)
+    again = rt.topics[GEOFENCE_EVENTS.name].values[1:]
+    assert [e.event_id for e in again] == [events[0].event_id]
+    assert rt.tables["geofence-inside"][b"d1"]["last"] == [batches[-1].pings[0].lat, 13.40]

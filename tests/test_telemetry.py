@@ -640,3 +640,60 @@ async def test_trips_stops_and_summary_from_the_trips_agent(pipeline: Pipeline, 
             assert (await client.get(f"{base}/{path}", headers=other)).status_code == 403
         too_long = {"from": (t0 - timedelta(days=40)).isoformat(), "to": t0.isoformat()}
         assert (await client.get(f"{base}/summary", params=too_long, headers=admin)).status_code == 422
+
+
+async def test_cross_for_sparse_fixes_and_who_is_inside_a_zone(pipeline: Pipeline, uid: str) -> None:
+    """A yard (enter/exit) and a 30 m kiosk that detects cross, passed between two fixes 110 m apart."""
+    driver = f"cross-{uid}"
+    token = pipeline.device_token(driver)
+    admin = pipeline.headers(pipeline.admin)
+    lat0 = 48.10 + (int(uid[:4], 16) % 500) * 0.001  # a place of this test run's own
+    async with httpx.AsyncClient(timeout=20) as client:
+        zones = f"{pipeline.url}/v1/zones"
+        yard_in = {"name": f"yard {uid}", "circle": {"center": {"lat": lat0, "lon": 11.5}, "radius_m": 200}}
+        yard = (await client.post(zones, headers=admin, json=yard_in)).json()
+        kiosk = await client.post(zones, headers=admin, json={
+            "name": f"kiosk {uid}", "detect": ["enter", "exit", "cross"],
+            "circle": {"center": {"lat": lat0 + 0.01, "lon": 11.5}, "radius_m": 30}})  # fmt: skip
+        assert kiosk.status_code == 201 and kiosk.json()["detect"] == ["enter", "exit", "cross"], kiosk.text
+        kiosk_id, yard_id = kiosk.json()["zone_id"], yard["zone_id"]
+        assert yard["detect"] == ["enter", "exit", "dwell"]
+        bogus = {"name": "x", "detect": ["teleport"], "circle": {"center": {"lat": 1, "lon": 1}, "radius_m": 5}}
+        assert (await client.post(zones, headers=admin, json=bogus)).status_code == 422
+        await asyncio.sleep(1.5)  # workers poll zones:version every second
+
+        t0 = datetime.now(UTC) - timedelta(seconds=60)
+        fix = [(lat0, 0), (lat0 + 0.005, 10), (lat0 + 0.0095, 20), (lat0 + 0.0105, 30)]
+        pings = [{"seq": i, "ts": (t0 + timedelta(seconds=dt)).isoformat(), "lat": lat, "lon": 11.5,
+                  "accuracy_m": 5.0} for i, (lat, dt) in enumerate(fix)]  # fmt: skip
+        assert (await post(client, pipeline, token, pings[:1])).status_code == 202
+
+        async def members(zone: str, where: str = "inside") -> list[str]:
+            r = await client.get(f"{zones}/{zone}/drivers", params={"where": where}, headers=admin)
+            assert r.status_code == 200, r.text
+            return r.json()["drivers"]
+
+        async def in_yard() -> bool:
+            return driver in await members(yard_id)
+
+        assert await eventually(in_yard), "the yard never had the driver inside"
+        assert driver in await members(kiosk_id, "outside") and driver not in await members(kiosk_id)
+        assert (await post(client, pipeline, token, pings[1:])).status_code == 202
+
+        async def crossed() -> list[dict[str, Any]]:
+            r = await client.get(f"{zones}/{kiosk_id}/events", headers=admin)
+            return [e for e in r.json() if e["driver_id"] == driver]
+
+        events = await eventually(crossed)
+        assert [(e["type"], e["at"][:19]) for e in events] == [("geofence.cross", pings[3]["ts"][:19])]
+
+        async def left_yard() -> bool:
+            return driver not in await members(yard_id)
+
+        assert await eventually(left_yard)
+        yard_events = (await client.get(f"{zones}/{yard_id}/events", headers=admin)).json()
+        assert [e["type"] for e in yard_events] == ["geofence.exit", "geofence.enter"]
+        assert (await client.get(f"{zones}/nope/drivers", headers=admin)).status_code == 404
+        assert (await client.get(f"{zones}/{yard_id}/drivers", headers=pipeline.headers(token))).status_code == 403
+        for z in (yard_id, kiosk_id):
+            assert (await client.delete(f"{zones}/{z}", headers=admin)).status_code == 204

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import Response
@@ -15,8 +15,8 @@ from api.responses import errors
 from api.security import Principal
 from schemas import ZoneIn
 from schemas.base import Ident
-from schemas.contracts import ZONES_VERSION_KEY
-from schemas.zones import ZoneEventView, ZoneOut
+from schemas.contracts import KNOWN_KEY, ZONES_VERSION_KEY, zone_members_key
+from schemas.zones import ZoneDrivers, ZoneEventView, ZoneOut
 
 ZoneId = Annotated[Ident, Path()]
 
@@ -63,6 +63,44 @@ async def zone_events(
     """The zone's enters, exits and dwells, newest first (dispatchers and admins: they say where drivers were)."""
     cursor = res.db.geofence_events.find({"zone_id": zone_id}).sort("at", -1).limit(limit)
     return [ZoneEventView.model_validate(d) async for d in cursor]  # on the (zone_id, at) index
+
+
+@router.get("/{zone_id}/drivers", response_model=ZoneDrivers)
+async def zone_drivers(
+    zone_id: ZoneId,
+    res: ResourcesDep,
+    _: Editor,
+    where: Annotated[Literal["inside", "outside"], Query(description="inside the zone now, or not")] = "inside",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> ZoneDrivers:
+    """Drivers inside the zone now (its enters minus its exits), or the fleet's drivers outside it.
+
+    ``outside`` is every driver heard of lately (``GET /v1/drivers``) not inside, most recent first.
+    """
+    if await res.db.zones.find_one({"_id": zone_id}, {"_id": 1}) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
+    key = zone_members_key(zone_id)
+    if where == "inside":
+        found: list[str] = []
+        cursor = 0
+        while True:  # SSCAN: a page at a time, never the set in one reply
+            cursor, page = await res.redis.sscan(key, cursor, count=min(limit, 1000))
+            found += cast(list[str], page)
+            if cursor == 0 or len(found) >= limit:
+                break
+        return ZoneDrivers(zone_id=zone_id, where=where, drivers=sorted(found[:limit]), more=len(found) > limit)
+    out: list[str] = []
+    start = 0
+    while len(out) <= limit:  # the fleet a page at a time, most recent first, until limit + 1 are found
+        known = cast(list[str], await res.redis.zrevrange(KNOWN_KEY, start, start + 999))
+        if not known:
+            break
+        pipe = res.redis.pipeline(transaction=False)
+        for d in known:
+            pipe.sismember(key, d)
+        out += [d for d, i in zip(known, await pipe.execute(), strict=True) if not i]
+        start += len(known)
+    return ZoneDrivers(zone_id=zone_id, where=where, drivers=out[:limit], more=len(out) > limit)
 
 
 @router.put("/{zone_id}", response_model=ZoneOut)
