@@ -90,7 +90,10 @@ KNOWN_KEY = "drivers:known"
 JOBS_KEY = "drivers:job"  # hash driver id → booking id it works on
 CELLS_KEY = "drivers:cell"  # hash driver id → H3 cell of its last fix (matching prices the drive from there)
 SPEEDS_KEY = "speeds"  # hash "{cell}:{hour}" → learned speed, m/s
-ZONES_VERSION_KEY = "zones:version"  # bumped on every zone change; workers reload when it moves
+#: Stream of zone changes (field ``zone``: the id created, replaced or deleted); each worker
+#: applies the entries after the last it read to its index, zone by zone (``streams.geofence``).
+ZONE_CHANGES_KEY = "zones:changes"
+ZONE_CHANGES_MAXLEN = 100_000
 DEADLINES_KEY = "offers:deadlines"  # sorted set of open offers by deadline (``streams.reservations``)
 PENDING_KEY = "bookings:pending"  # set of bookings waiting for a driver
 #: Where every API replica hears of a revoked device token (pub/sub; the payload is the token id).

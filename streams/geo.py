@@ -123,21 +123,46 @@ class Zone:
 
 
 class ZoneIndex:
+    """Zones by covering H3 cell; a zone is added, replaced or removed alone (``put``, ``remove``)."""
+
     def __init__(self, zones: Iterable[Zone] = ()) -> None:
         self.by_cell: dict[str, list[Zone]] = {}
         self.large: list[tuple[tuple[float, float, float, float], Zone]] = []
         self.zones: dict[str, Zone] = {}
         self.cross: dict[str, Zone] = {}  # the zones that detect cross
+        self._cells: dict[str, set[str] | None] = {}  # zone id → its cells (None: in ``large``)
         for z in zones:
-            self.zones[z.zone_id] = z
-            if "cross" in z.detect:
-                self.cross[z.zone_id] = z
-            cells = z.cells()
-            if cells is None:
-                self.large.append((z.bbox(), z))
-                continue
-            for c in cells:
-                self.by_cell.setdefault(c, []).append(z)
+            self.put(z)
+
+    def put(self, z: Zone) -> None:
+        """Add ``z``, or replace the zone of its id: the cost of that zone's cells, not of the index."""
+        if z.zone_id in self.zones:
+            self.remove(z.zone_id)
+        self.zones[z.zone_id] = z
+        if "cross" in z.detect:
+            self.cross[z.zone_id] = z
+        cells = z.cells()
+        self._cells[z.zone_id] = cells
+        if cells is None:
+            self.large.append((z.bbox(), z))
+            return
+        for c in cells:
+            self.by_cell.setdefault(c, []).append(z)
+
+    def remove(self, zone_id: str) -> None:
+        if self.zones.pop(zone_id, None) is None:
+            return
+        self.cross.pop(zone_id, None)
+        cells = self._cells.pop(zone_id)
+        if cells is None:
+            self.large = [(b, z) for b, z in self.large if z.zone_id != zone_id]
+            return
+        for c in cells:
+            kept = [z for z in self.by_cell[c] if z.zone_id != zone_id]
+            if kept:
+                self.by_cell[c] = kept
+            else:
+                del self.by_cell[c]
 
     def crossed(self, a: tuple[float, float], b: tuple[float, float]) -> list[Zone]:
         """Zones that detect ``cross`` whose area the segment from ``a`` to ``b`` passes through.

@@ -1,20 +1,21 @@
 """Geofences: enter, exit and dwell events per driver and zone (``geofence.events``).
 
-Zones are created through the API and stored in MongoDB; the API bumps the Redis key
-``zones:version`` on every change, each worker polls that key every second and reloads
-only when it moved. A step of the telemetry agent (``streams.pipeline``). The per-driver
+Zones are created through the API and stored in MongoDB; the API adds each change to the
+Redis stream ``zones:changes``, and each worker applies the new entries every second, a
+zone at a time (:class:`Zones`). A step of the telemetry agent (``streams.pipeline``). The per-driver
 set of zones it is inside lives in a changelog-backed table, so a restart neither
 re-emits enters nor forgets exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 from schemas import GeofenceEvent, deterministic_event_id
-from schemas.contracts import GEOFENCE_EVENTS, ZONES_VERSION_KEY
+from schemas.contracts import GEOFENCE_EVENTS, ZONE_CHANGES_KEY
 from streams import pipeline, resources
 from streams.app import Runtime
 from streams.geo import Zone, ZoneIndex
@@ -25,35 +26,89 @@ from streams.rules import fence_changes
 log = logging.getLogger(__name__)
 
 
-class Zones:
-    """The worker's zone index and the version it was loaded at."""
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
-    def __init__(self) -> None:
+
+class Zones:
+    """The worker's zone index and the last ``zones:changes`` entry applied to it.
+
+    Started from every zone in MongoDB (the index built in a thread, off the event loop),
+    then kept current a change at a time: each new entry's zone is read by ``_id`` and put
+    into the index or taken out of it, so a change under load costs that zone's cells, and
+    processing does not pause for a rebuild. Only a worker whose last entry was trimmed from
+    the stream (``ZONE_CHANGES_MAXLEN`` changes behind) loads everything again.
+    """
+
+    def __init__(self, redis: Any = None, db: Any = None) -> None:
         self.index = ZoneIndex()
-        self.version: str | None = "unloaded"
-        self.follows = True  # reloads when zones:version changes
+        self.cursor: str | None = None  # None: not loaded yet
+        self.follows = True
+        self._redis, self._db = redis, db  # None: the worker's (``streams.resources``)
+
+    def redis(self) -> Any:
+        return self._redis if self._redis is not None else resources.redis()
+
+    def db(self) -> Any:
+        return self._db if self._db is not None else resources.db()
+
+    @property
+    def loaded(self) -> bool:
+        return self.cursor is not None
 
     @classmethod
     def fixed(cls, zones: Iterable[Zone]) -> Zones:
         """An index that never reloads (the step's tests, in memory)."""
         z = cls()
-        z.index, z.version, z.follows = ZoneIndex(zones), "fixed", False
+        z.index, z.cursor, z.follows = ZoneIndex(zones), "fixed", False
         return z
 
     async def refresh(self) -> None:
         if not self.follows:
             return
-        version = cast(str | None, await resources.redis().get(ZONES_VERSION_KEY))
-        if version == self.version:
+        r = self.redis()
+        if self.cursor is None or await self._fell_behind(r):
+            await self.load_all()
             return
-        docs = [d async for d in resources.db().zones.find({})]
-        self.index = ZoneIndex(Zone.from_doc(d) for d in docs)
-        self.version = version
-        log.info("loaded %d zones (version %s)", len(docs), version)
+        while True:
+            entries = cast(list[tuple[str, dict[str, str]]],
+                           await r.xrange(ZONE_CHANGES_KEY, min=f"({self.cursor}", count=500))  # fmt: skip
+            if not entries:
+                return
+            await self.apply([fields.get("zone", "") for _, fields in entries])
+            self.cursor = entries[-1][0]
+
+    async def apply(self, zone_ids: list[str]) -> None:
+        """Put each zone's current version into the index, or take out one that is gone."""
+        ids = [i for i in dict.fromkeys(zone_ids) if i]
+        docs = await asyncio.gather(*(self.db().zones.find_one({"_id": i}) for i in ids))
+        for zone_id, doc in zip(ids, docs, strict=True):
+            if doc is None:
+                self.index.remove(zone_id)
+            else:
+                self.index.put(Zone.from_doc(doc))
+        log.info("applied %d zone changes (%d zones)", len(ids), len(self.index.zones))
+
+    async def load_all(self) -> None:
+        r = self.redis()
+        last = cast(list[tuple[str, dict[str, str]]], await r.xrevrange(ZONE_CHANGES_KEY, count=1))
+        cursor = last[0][0] if last else "0-0"  # read before the zones: a change meanwhile is applied again
+        docs = [d async for d in self.db().zones.find({})]
+        self.index = await asyncio.to_thread(ZoneIndex, [Zone.from_doc(d) for d in docs])
+        self.cursor = cursor
+        log.info("loaded %d zones (changes up to %s)", len(docs), cursor)
+
+    async def _fell_behind(self, r: Any) -> bool:
+        """The entry after ours may have been trimmed: the stream's oldest is newer than our last."""
+        if self.cursor in (None, "0-0", "fixed"):
+            return False
+        first = await r.xrange(ZONE_CHANGES_KEY, count=1)
+        return bool(first) and _stream_id(first[0][0]) > _stream_id(str(self.cursor))
 
 
 def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
-    """Enter, exit and dwell per driver and zone; the zone index follows ``zones:version`` every second.
+    """Enter, exit and dwell per driver and zone; the zone index follows ``zones:changes`` every second.
 
     ``given``: a zone index instead of MongoDB's (``Zones.fixed``, for the step run in memory).
     """
@@ -74,7 +129,7 @@ def step(rt: Runtime, given: Zones | None = None) -> pipeline.StepFactory:
             log.warning("zone refresh failed: %s", exc)
 
     async def make() -> pipeline.Step:
-        if zones.version == "unloaded":
+        if not zones.loaded:
             await zones.refresh()
         return detect_fences
 

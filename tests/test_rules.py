@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -382,3 +383,33 @@ def test_a_zone_reports_only_what_it_detects() -> None:
     assert fence_changes(inside, ping(1, 0), index, 300) == []  # entered: state, no event
     assert "out" in inside
     assert [c.kind for c in fence_changes(inside, ping(2, 5, lat=52.51), index, 300)] == ["exit"]
+
+
+def test_an_index_changed_zone_by_zone_answers_as_one_built_from_scratch() -> None:
+    rnd = random.Random(3)
+
+    def zone(i: int) -> Zone:
+        lat, lon = 52.45 + rnd.random() * 0.1, 13.35 + rnd.random() * 0.1
+        return circle(f"z{i}", lat, lon, rnd.uniform(50, 600)) if i % 2 else square(f"z{i}", lat, lon, 0.003)
+
+    index = ZoneIndex()
+    current: dict[str, Zone] = {}
+    for i in range(300):
+        z = zone(i)
+        index.put(z)
+        current[z.zone_id] = z
+    for i in rnd.sample(range(300), 100):  # replaced: moved elsewhere
+        z = zone(i)
+        index.put(z)
+        current[z.zone_id] = z
+    for i in rnd.sample(range(300), 80):
+        index.remove(f"z{i}")
+        current.pop(f"z{i}", None)
+    index.remove("never-there")
+    fresh = ZoneIndex(current.values())
+    assert index.zones.keys() == fresh.zones.keys()
+    for _ in range(3000):
+        lat, lon = 52.44 + rnd.random() * 0.12, 13.34 + rnd.random() * 0.12
+        got = sorted(z.zone_id for z in index.containing(lat, lon))
+        assert got == sorted(z.zone_id for z in fresh.containing(lat, lon))
+    assert all(index.by_cell.values())  # no cell left holding an empty list

@@ -103,7 +103,7 @@ async def test_http_pings_reach_redis_api_mongo_rabbit_and_fences(
         )  # fmt: skip
         assert zone.status_code == 201, zone.text
         zone_id = zone.json()["zone_id"]
-        await asyncio.sleep(1.5)  # workers poll zones:version every second
+        await asyncio.sleep(1.5)  # workers read zones:changes every second
 
         pings = track(40)
         for i in range(0, 40, 10):
@@ -660,7 +660,7 @@ async def test_cross_for_sparse_fixes_and_who_is_inside_a_zone(pipeline: Pipelin
         assert yard["detect"] == ["enter", "exit", "dwell"]
         bogus = {"name": "x", "detect": ["teleport"], "circle": {"center": {"lat": 1, "lon": 1}, "radius_m": 5}}
         assert (await client.post(zones, headers=admin, json=bogus)).status_code == 422
-        await asyncio.sleep(1.5)  # workers poll zones:version every second
+        await asyncio.sleep(1.5)  # workers read zones:changes every second
 
         t0 = datetime.now(UTC) - timedelta(seconds=60)
         fix = [(lat0, 0), (lat0 + 0.005, 10), (lat0 + 0.0095, 20), (lat0 + 0.0105, 30)]
@@ -697,3 +697,37 @@ async def test_cross_for_sparse_fixes_and_who_is_inside_a_zone(pipeline: Pipelin
         assert (await client.get(f"{zones}/{yard_id}/drivers", headers=pipeline.headers(token))).status_code == 403
         for z in (yard_id, kiosk_id):
             assert (await client.delete(f"{zones}/{z}", headers=admin)).status_code == 204
+
+
+async def test_zone_changes_reach_an_index_one_zone_at_a_time(pipeline: Pipeline, stack: Settings, mongo, rds,
+                                                              uid: str) -> None:  # fmt: skip
+    """A worker's index follows create, replace and delete through zones:changes, without loading all again."""
+    from streams.geofence import Zones
+
+    zones = Zones(redis=rds, db=mongo)
+    await zones.refresh()
+    assert zones.loaded
+    loads = []
+    original = zones.load_all
+
+    async def counted() -> None:
+        loads.append(1)
+        await original()
+
+    zones.load_all = counted  # type: ignore[method-assign]
+    admin = pipeline.headers(pipeline.admin)
+    url = f"{pipeline.url}/v1/zones"
+    here = {"name": f"z {uid}", "circle": {"center": {"lat": -40.0, "lon": -70.0}, "radius_m": 100}}
+    async with httpx.AsyncClient(timeout=20) as client:
+        zid = (await client.post(url, json=here, headers=admin)).json()["zone_id"]
+        await zones.refresh()
+        assert [z.zone_id for z in zones.index.containing(-40.0, -70.0)] == [zid]
+        moved = {**here, "circle": {"center": {"lat": -41.0, "lon": -70.0}, "radius_m": 100}}
+        assert (await client.put(f"{url}/{zid}", json=moved, headers=admin)).status_code == 200
+        await zones.refresh()
+        assert zones.index.containing(-40.0, -70.0) == []
+        assert [z.zone_id for z in zones.index.containing(-41.0, -70.0)] == [zid]
+        assert (await client.delete(f"{url}/{zid}", headers=admin)).status_code == 204
+        await zones.refresh()
+    assert zones.index.containing(-41.0, -70.0) == [] and zid not in zones.index.zones
+    assert loads == []  # each change was applied alone

@@ -1,4 +1,4 @@
-"""Geofence zones CRUD; every change bumps ``zones:version`` so workers reload within a second."""
+"""Geofence zones CRUD; every change is an entry on ``zones:changes``, which workers apply within a second."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from api.responses import errors
 from api.security import Principal
 from schemas import ZoneIn
 from schemas.base import Ident
-from schemas.contracts import KNOWN_KEY, ZONES_VERSION_KEY, zone_members_key
+from schemas.contracts import KNOWN_KEY, ZONE_CHANGES_KEY, ZONE_CHANGES_MAXLEN, zone_members_key
 from schemas.zones import ZoneDrivers, ZoneEventView, ZoneOut
 
 ZoneId = Annotated[Ident, Path()]
@@ -31,15 +31,16 @@ def _out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"zone_id": doc.pop("_id"), **doc}
 
 
-async def _bump(res: Resources) -> None:
-    await res.redis.incr(ZONES_VERSION_KEY)
+async def _changed(res: Resources, zone_id: str) -> None:
+    """After the write: a worker that reads the entry then reads the zone sees this version or a later one."""
+    await res.redis.xadd(ZONE_CHANGES_KEY, {"zone": zone_id}, maxlen=ZONE_CHANGES_MAXLEN, approximate=True)
 
 
 @router.post("", status_code=201, response_model=ZoneOut)
 async def create_zone(zone: ZoneIn, res: ResourcesDep, _: Editor) -> dict[str, Any]:
     doc = {"_id": uuid.uuid4().hex[:16], **zone.model_dump(mode="json"), "updated_at": datetime.now(UTC)}
     await res.db.zones.insert_one(doc)
-    await _bump(res)
+    await _changed(res, doc["_id"])
     return _out(doc)
 
 
@@ -109,7 +110,7 @@ async def replace_zone(zone_id: ZoneId, zone: ZoneIn, res: ResourcesDep, _: Edit
     result = await res.db.zones.replace_one({"_id": zone_id}, doc)
     if result.matched_count == 0:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
-    await _bump(res)
+    await _changed(res, zone_id)
     return _out({"_id": zone_id, **doc})
 
 
@@ -118,4 +119,4 @@ async def delete_zone(zone_id: ZoneId, res: ResourcesDep, _: Editor) -> None:
     result = await res.db.zones.delete_one({"_id": zone_id})
     if result.deleted_count == 0:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no zone {zone_id!r}")
-    await _bump(res)
+    await _changed(res, zone_id)
