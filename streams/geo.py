@@ -58,6 +58,7 @@ class Zone:
     detect: frozenset[str] = frozenset(DETECT_DEFAULT)
     _shape: Any = field(default=None, repr=False)
     _local: Any = field(default=None, repr=False)  # the ring in metres around its first vertex
+    _box: tuple[float, float, float, float] | None = field(default=None, repr=False)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Zone:
@@ -74,6 +75,11 @@ class Zone:
         return z
 
     def contains(self, lat: float, lon: float) -> bool:
+        box = self._box
+        if box is None:
+            box = self._box = self.bbox()
+        if not (box[0] <= lat <= box[2] and box[1] <= lon <= box[3]):
+            return False  # four comparisons before any geometry: most candidates end here
         if self.center is not None:
             return haversine_m(lat, lon, *self.center) <= self.radius_m
         return bool(self._shape.covers(Point(lon, lat)))
