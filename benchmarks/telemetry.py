@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -123,9 +124,12 @@ async def group_lag(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
 class Devices:
     """Drivers moving on a straight line; each post is one batch of a driver's next pings."""
 
-    def __init__(self, n: int, batch: int) -> None:
+    def __init__(self, n: int, batch: int, spread: bool = False) -> None:
         self.ids = [f"bench-{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
         self.batch = batch
+        #: --zones: drivers start anywhere in the zones' 12 x 12 km square and move 10 m a fix
+        #: (Tile38's report's workload); else 1.1 m a fix from a 1 km square.
+        self.spread, self.step = spread, (9e-5 if spread else 1e-5)
         self.seq = dict.fromkeys(self.ids, 0)
         self.start = datetime.now(UTC) - timedelta(hours=1)
         self._iso: dict[int, str] = {}
@@ -141,10 +145,14 @@ class Devices:
     def body(self, d: str) -> bytes:
         s0 = self.seq[d]
         self.seq[d] = s0 + self.batch
-        base = hash(d) % 1000 / 10000
+        if self.spread:
+            lat0, lon0 = 52.45 + hash(d) % 1000 / 1000 * 0.1, 13.30 + hash(d + "x") % 1000 / 1000 * 0.17
+        else:
+            lat0 = lon0 = hash(d) % 1000 / 10000
+            lat0, lon0 = 52.4 + lat0, 13.3 + lon0
         pings = [
-            {"seq": s, "ts": self.iso(s), "lat": 52.4 + base + s * 1e-5,
-             "lon": 13.3 + base, "accuracy_m": 5.0, "speed_mps": 1.1, "heading_deg": 0.0}
+            {"seq": s, "ts": self.iso(s), "lat": lat0 + s * self.step,
+             "lon": lon0, "accuracy_m": 5.0, "speed_mps": 10.0 if self.spread else 1.1, "heading_deg": 0.0}
             for s in range(s0, s0 + self.batch)
         ]  # fmt: skip
         return orjson.dumps({"pings": pings})
@@ -242,6 +250,16 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         "FLEETSTREAM_WORKER_WEB_PORT": "6071",
         "FLEETSTREAM_DEVICE_TOKEN_CACHE_S": "300",
     }
+    if args.zones:  # zones first: the live workers load them as they start
+        from benchmarks.zones import zone_doc
+
+        rnd = random.Random(17)
+        docs = [zone_doc(i, rnd) for i in range(args.zones)]
+        zmongo = AsyncIOMotorClient(S.mongo_dsn)
+        for i in range(0, len(docs), 200):
+            await zmongo[db_name].zones.insert_many(docs[i : i + 200])
+        zmongo.close()
+        print(f"{args.zones} zones in {db_name}", flush=True)
     topics = project_topics()
     await commit_end_offsets(app_id, topics)
     await commit_end_offsets(f"{app_id}-store", topics)
@@ -268,7 +286,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         wait_http(f"{url}/readyz")
         from api.security import admin_token
 
-        devices = Devices(args.drivers, args.batch)
+        devices = Devices(args.drivers, args.batch, spread=args.zones > 0)
         admin = {"Authorization": f"Bearer {admin_token(S)}"}
         async with httpx.AsyncClient(timeout=30) as c:
             tokens = {}
@@ -322,6 +340,7 @@ async def live_phase(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             "workers": args.workers,
             "target_rate": args.rate,
             "batch": args.batch,
+            "zones": args.zones,
             "duration_s": args.duration,
             "accepted_pings": stats["accepted"],
             "http_errors": stats["errors"],
@@ -428,6 +447,12 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="live-agent worker processes (one consumer group)")
     ap.add_argument("--sample", type=float, default=5.0)
     ap.add_argument("--skip-replay", action="store_true")
+    ap.add_argument(
+        "--zones",
+        type=int,
+        default=0,
+        help="geofences (benchmarks/zones.py's: Tile38's density over 12 x 12 km), drivers among them",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "telemetry.json")
     args = ap.parse_args()
     tmp = S.home / "bench"

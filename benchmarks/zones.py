@@ -63,13 +63,20 @@ def fixes(drivers: int, count: int, rnd: random.Random) -> list[GpsPing]:
     return out
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
 def run(n_zones: int, drivers: int, n_pings: int, seed: int) -> dict[str, Any]:
     rnd = random.Random(seed)
     docs = [zone_doc(i, rnd) for i in range(n_zones)]
     zones = [Zone.from_doc(d) for d in docs]
+    rss0 = _rss_mib()
     t = time.perf_counter()
     index = ZoneIndex(zones)
     build_s = time.perf_counter() - t
+    index_mib = _rss_mib() - rss0
     probe = fixes(drivers, 2000, random.Random(seed + 1))
     boxes = statistics.mean(
         sum(1 for z in zones if (b := z.bbox())[0] <= p.lat <= b[2] and b[1] <= p.lon <= b[3]) for p in probe[:200]
@@ -92,7 +99,8 @@ def run(n_zones: int, drivers: int, n_pings: int, seed: int) -> dict[str, Any]:
         "zones": n_zones, "drivers": drivers, "pings": n_pings,
         "pings_per_s": round(n_pings / judged_s), "events": events,
         "bbox_hits_per_point": round(boxes, 1), "candidates_per_point": round(candidates, 1),
-        "index_build_s": round(build_s, 3), "zone_put_ms_median": round(statistics.median(puts) * 1000, 3),
+        "index_build_s": round(build_s, 3), "index_rss_mib": round(index_mib, 1),
+        "zone_put_ms_median": round(statistics.median(puts) * 1000, 3),
     }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -108,8 +109,9 @@ def fence_changes(
     margin = min(ping.accuracy_m or 0.0, accuracy_cap_m)
     was_in = set(inside)
     now_in: dict[str, Zone] = {}
-    for z in index.candidates(lat, lon):
-        if z.contains(lat, lon) and (z.zone_id in inside or not margin or z.boundary_m(lat, lon) >= margin):
+    sure, near = index.lookup(lat, lon)  # near: the zones whose edge runs through the fix's cell
+    for z in chain(sure, (z for z in near if z.contains(lat, lon))):
+        if z.zone_id in inside or not margin or z.boundary_m(lat, lon) >= margin:
             now_in[z.zone_id] = z
     out: list[FenceChange] = []
     for zid in list(inside):
@@ -121,19 +123,25 @@ def fence_changes(
         del inside[zid]
         if zone is None or "exit" in zone.detect:
             out.append(FenceChange("exit", zid, ping))
+    t = ping.ts.timestamp()
     for zid, zone in now_in.items():
         rec = inside.get(zid)
+        limit = zone.dwell_s if zone.dwell_s is not None else default_dwell_s
         if rec is None:
-            inside[zid] = {"entered_at": ping.ts.isoformat(), "dwelled": False}
+            inside[zid] = {"entered_at": ping.ts.isoformat(), "dwelled": False, "due": t + limit}
             if "enter" in zone.detect:
                 out.append(FenceChange("enter", zid, ping))
             continue
-        stayed = (ping.ts - datetime.fromisoformat(rec["entered_at"])).total_seconds()
-        limit = zone.dwell_s if zone.dwell_s is not None else default_dwell_s
-        if not rec["dwelled"] and stayed >= limit:
+        if rec["dwelled"]:
+            continue
+        # The dwell deadline as an epoch: a float compare per zone a driver is in, not a date parse.
+        due = rec.get("due")
+        if due is None:  # a state from before deadlines were kept
+            due = rec["due"] = datetime.fromisoformat(rec["entered_at"]).timestamp() + limit
+        if t >= due:
             rec["dwelled"] = True
             if "dwell" in zone.detect:
-                out.append(FenceChange("dwell", zid, ping, stayed))
+                out.append(FenceChange("dwell", zid, ping, t - (due - limit)))
     if previous is not None and index.cross:
         for zone in index.crossed(previous, (lat, lon)):
             if zone.zone_id not in inside and zone.zone_id not in was_in:

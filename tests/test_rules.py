@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas import GpsPing
-from streams.geo import Zone, ZoneIndex, haversine_m
+from streams.geo import Zone, ZoneIndex, classify, haversine_m
 from streams.rules import CleanLimits, clean_pings, fence_changes
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -105,10 +105,43 @@ def test_prefilter_returns_no_candidates_far_away_and_exact_near() -> None:
     assert index.containing(52.0 + 7 * 0.05 + 0.004, 13.0) == []
 
 
-def test_huge_zone_falls_back_to_bbox_list() -> None:
+def test_a_huge_zone_is_indexed_on_few_coarse_cells() -> None:
     index = ZoneIndex([square("country", 50, 10, 3.0)])
-    assert index.large and not index.by_cell
+    res, interior, boundary = classify(index.zones["country"])
+    assert res < 7 and len(interior) + len(boundary) <= 600
     assert [z.zone_id for z in index.containing(51, 11)] == ["country"]
+    assert index.containing(53.2, 11) == [] and index.containing(46.8, 11) == []
+    assert [z.zone_id for z in index.containing(52.9, 12.9)] == ["country"]  # near a corner: exact test
+
+
+def test_the_index_answers_as_testing_every_zone() -> None:
+    """Dense overlapping circles and polygons of many sizes: cell-decided answers equal brute force."""
+    rnd = random.Random(11)
+    zones = []
+    for i in range(400):
+        lat, lon = 52.45 + rnd.random() * 0.1, 13.35 + rnd.random() * 0.15
+        size = rnd.choice((20.0, 100.0, 400.0, 2000.0, 9000.0))
+        if i % 2:
+            zones.append(circle(f"z{i}", lat, lon, size / 2))
+        else:
+            n = rnd.randint(3, 20)
+            angles = sorted(rnd.uniform(0, 2 * math.pi) for _ in range(n))
+            pts = [(lat + size / 2 * rnd.uniform(0.3, 1) * math.sin(a) * M,
+                    lon + size / 2 * rnd.uniform(0.3, 1) * math.cos(a) * M / math.cos(math.radians(lat)))
+                   for a in angles]  # fmt: skip
+            zones.append(
+                Zone.from_doc({"_id": f"z{i}", "name": "p", "polygon": [{"lat": a, "lon": b} for a, b in pts]})
+            )
+    index = ZoneIndex(zones)
+    for _ in range(20_000):
+        lat, lon = 52.44 + rnd.random() * 0.12, 13.34 + rnd.random() * 0.17
+        got = sorted(z.zone_id for z in index.containing(lat, lon))
+        assert got == sorted(z.zone_id for z in zones if z.contains(lat, lon)), (lat, lon)
+    # On and right at edges, where cells are boundary cells.
+    for z in zones[:100]:
+        for lat, lon in z.outline()[:8]:
+            got = {x.zone_id for x in index.containing(lat, lon)}
+            assert got == {x.zone_id for x in zones if x.contains(lat, lon)}
 
 
 def test_haversine_known_distance() -> None:
@@ -412,4 +445,4 @@ def test_an_index_changed_zone_by_zone_answers_as_one_built_from_scratch() -> No
         lat, lon = 52.44 + rnd.random() * 0.12, 13.34 + rnd.random() * 0.12
         got = sorted(z.zone_id for z in index.containing(lat, lon))
         assert got == sorted(z.zone_id for z in fresh.containing(lat, lon))
-    assert all(index.by_cell.values())  # no cell left holding an empty list
+    assert all(a or b for a, b in index.cells.values())  # no cell left holding nothing
