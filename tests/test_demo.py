@@ -43,7 +43,7 @@ def test_bounded_demo_run(stack: Settings) -> None:
     assert summary["matched"] > 0 and summary["delivered"] > 0, summary
     assert summary["sockets_peak"] >= 200, summary  # each driver heard its offers on a socket
     assert not summary["http_errors"], summary
-    assert "agents installed: harsh_braking" in text  # the example package's agent ran in its own worker
+    assert "agents SDK: trips, harsh_braking" in text  # the built-in SDK agent and the example package's ran
     leftovers = [
         p.cmdline() for p in psutil.process_iter(["cmdline"])
         if p.pid not in before and "fleetstream.cli" in " ".join(p.info["cmdline"] or [])
