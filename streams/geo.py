@@ -303,15 +303,10 @@ class ZoneIndex:
         try:
             path = [ca] if ca == cb else h3.grid_path_cells(ca, cb)
         except h3.H3BaseException:  # no path (a pentagon between them): every cross zone is a candidate
-            path = []
             found = list(self.cross.values())
-        else:
-            seen: dict[str, Zone] = {}
-            for cell in path:
-                for z in self.by_cell.get(cell, ()):
-                    if "cross" in z.detect:
-                        seen[z.zone_id] = z
-            found = list(seen.values()) + [z for _, z in self.large if "cross" in z.detect]
+        else:  # by_cell and large hold only zones that detect cross
+            seen = {z.zone_id: z for cell in path for z in self.by_cell.get(cell, ())}
+            found = list(seen.values()) + [z for _, z in self.large]
         return [z for z in found if z.cut_by(a, b)]
 
     def candidates(self, lat: float, lon: float) -> list[Zone]:

@@ -126,13 +126,13 @@ def fence_changes(
     t = ping.ts.timestamp()
     for zid, zone in now_in.items():
         rec = inside.get(zid)
+        if rec is not None and rec["dwelled"]:
+            continue  # the common case of a driver inside many zones: one lookup, one flag
         limit = zone.dwell_s if zone.dwell_s is not None else default_dwell_s
         if rec is None:
             inside[zid] = {"entered_at": ping.ts.isoformat(), "dwelled": False, "due": t + limit}
             if "enter" in zone.detect:
                 out.append(FenceChange("enter", zid, ping))
-            continue
-        if rec["dwelled"]:
             continue
         # The dwell deadline as an epoch: a float compare per zone a driver is in, not a date parse.
         due = rec.get("due")

@@ -179,9 +179,12 @@ Since = Annotated[AwareDatetime | None, Query(alias="from", description="default
 Until = Annotated[AwareDatetime | None, Query(description="exclusive; default: now")]
 
 
-async def _reported(res: Resources, driver_id: str, kind: Literal["trips", "stops"], from_: datetime | None,
-                    to: datetime | None) -> tuple[datetime, datetime, list[dict[str, Any]]]:  # fmt: skip
-    """The driver's trips or stops that started in the range, oldest first: a document per UTC day, by ``_id``."""
+Kind = Literal["trips", "stops"]
+
+
+async def _reported(res: Resources, driver_id: str, kinds: tuple[Kind, ...], from_: datetime | None,
+                    to: datetime | None) -> tuple[datetime, datetime, dict[Kind, list[dict[str, Any]]]]:  # fmt: skip
+    """Of each kind, the driver's items that started in the range, oldest first: one read per UTC day, by ``_id``."""
     end = to or datetime.now(UTC)
     start = from_ or end - timedelta(days=1)
     longest = res.settings.report_max_range_s
@@ -189,15 +192,19 @@ async def _reported(res: Resources, driver_id: str, kind: Literal["trips", "stop
         raise HTTPException(422, f"from must be before to, and the range at most {longest:g} s")
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    docs = await asyncio.gather(*(res.db.trip_days.find_one({"_id": trip_day_id(driver_id, d)}, {kind: 1})
+    fields = dict.fromkeys(kinds, 1)
+    docs = await asyncio.gather(*(res.db.trip_days.find_one({"_id": trip_day_id(driver_id, d)}, fields)
                                   for d in days))  # fmt: skip
-    items = [
-        {k: v for k, v in item.items() if k not in ("rev", "closed")}
-        for doc in docs if doc is not None
-        for item in (doc.get(kind) or {}).values()
-        if start <= item["start"] < end
-    ]  # fmt: skip
-    return start, end, sorted(items, key=lambda i: i["start"])
+    found: dict[Kind, list[dict[str, Any]]] = {}
+    for kind in kinds:
+        items = [
+            {k: v for k, v in item.items() if k not in ("rev", "closed")}
+            for doc in docs if doc is not None
+            for item in (doc.get(kind) or {}).values()
+            if start <= item["start"] < end
+        ]  # fmt: skip
+        found[kind] = sorted(items, key=lambda i: i["start"])
+    return start, end, found
 
 
 @router.get("/{driver_id}/trips", response_model=list[Trip], responses={422: {}})
@@ -209,8 +216,8 @@ async def trips(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep, fr
     """
     can_read_driver(principal, driver_id)
     await res.reads.hit(principal.subject)
-    _, _, items = await _reported(res, driver_id, "trips", from_, to)
-    return [Trip.model_validate(i) for i in items[:limit]]
+    _, _, found = await _reported(res, driver_id, ("trips",), from_, to)
+    return [Trip.model_validate(i) for i in found["trips"][:limit]]
 
 
 @router.get("/{driver_id}/stops", response_model=list[Stop], responses={422: {}})
@@ -219,8 +226,8 @@ async def stops(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep, fr
     """Stops that started in the range, oldest first; the driver's current one has no ``end``."""
     can_read_driver(principal, driver_id)
     await res.reads.hit(principal.subject)
-    _, _, items = await _reported(res, driver_id, "stops", from_, to)
-    return [Stop.model_validate(i) for i in items[:limit]]
+    _, _, found = await _reported(res, driver_id, ("stops",), from_, to)
+    return [Stop.model_validate(i) for i in found["stops"][:limit]]
 
 
 @router.get("/{driver_id}/summary", response_model=DriverSummary, responses={422: {}})
@@ -229,8 +236,8 @@ async def summary(driver_id: Ident, res: ResourcesDep, principal: PrincipalDep, 
     """Distance, driving and idle time, top speed and counts of the trips and stops that started in the range."""
     can_read_driver(principal, driver_id)
     await res.reads.hit(principal.subject)
-    start, end, moves = await _reported(res, driver_id, "trips", from_, to)
-    _, _, rests = await _reported(res, driver_id, "stops", start, end)
+    start, end, found = await _reported(res, driver_id, ("trips", "stops"), from_, to)
+    moves, rests = found["trips"], found["stops"]
     now = datetime.now(UTC)
     idle = sum(s["duration_s"] if s.get("end") is not None else max((min(now, end) - s["start"]).total_seconds(), 0)
                for s in rests)  # fmt: skip
